@@ -1,0 +1,381 @@
+"""The typed run config: the one place where defaults live.
+
+A run config is YAML with these sections (every key is documented in ``docs/config.md``)::
+
+    modalities:            # name -> kind, kind options, encoder
+      image: {kind: image, size: 32}
+      caption: {kind: text, encoder: {name: minilm, freeze: true}}
+    data: {source: "builtin:shapes?n=3000", on_error: stop}
+    model: {dim: 64}
+    objective: {name: symile, negatives: n}
+    train: {epochs: 10, batch_size: 128, lr: 1e-3}
+    eval: {relevance: auto}
+
+:func:`load_config` reads YAML, applies dotted overrides (``train.lr=3e-4``) and validates: an unknown key
+raises :class:`~omnibind.errors.ConfigError` naming the dotted key and the nearest existing one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from omnibind.errors import ConfigError
+from omnibind.registry import nearest
+
+
+@dataclass
+class EncoderConfig:
+    """Which encoder a modality uses.
+
+    Attributes:
+        name: a registered encoder name; empty means the kind's default encoder.
+        freeze: for pretrained backbones, keep the backbone's weights fixed (only the projection trains).
+        options: encoder-specific keyword arguments (``width``, ``depth``, ...).
+    """
+
+    name: str = ""
+    freeze: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModalityConfig:
+    """One declared modality.
+
+    Attributes:
+        kind: the modality kind (image, audio, text, signal, tabular, embedding).
+        options: the kind's options (validated against the kind's ``Options`` dataclass).
+        encoder: the encoder of this modality.
+        stats: statistics fitted on the training split (tabular normalisation); written by training.
+    """
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where the items come from and how they are split.
+
+    Attributes:
+        source: a manifest path (JSONL, CSV, Parquet) or ``builtin:NAME[?k=v&...]``.
+        root: data root for loaders that need one (``builtin:avmnist``); relative to the working directory.
+        val_fraction: share of items put in ``val`` when the source has no ``split`` column.
+        test_fraction: share of items put in ``test`` when the source has no ``split`` column.
+        on_error: ``stop`` (default: raise before training starts) or ``skip`` (drop bad rows and write
+            ``skipped.jsonl`` with the reasons).
+        split_seed: seed of the random split.
+    """
+
+    source: str = "builtin:shapes"
+    root: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    on_error: str = "stop"
+    split_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The shared space.
+
+    Attributes:
+        dim: width D of the shared embedding space.
+        logit_scale_init: initial log of the logit scale (ln(1/0.07), CLIP's value).
+        logit_scale_max: the log scale is clamped to at most this after every step (ln 100).
+        learn_logit_scale: whether the log scale is trained.
+    """
+
+    dim: int = 64
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_scale_max: float = math.log(100.0)
+    learn_logit_scale: bool = True
+
+
+@dataclass
+class ObjectiveConfig:
+    """The training objective.
+
+    Attributes:
+        name: a registered objective (``infonce``, ``symile``, ``siglip``).
+        options: keyword arguments of the objective (``pairs``, ``negatives``, ...).
+    """
+
+    name: str = "infonce"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+        epochs: passes over the training split.
+        max_steps: stop after this many optimiser steps (0: no limit).
+        batch_size: items per step.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        grad_clip: clip the global gradient norm to this (0: off).
+        seed: seed of initialisation, data order and objective sampling.
+        eval_every: validate every this many steps (0: once per epoch).
+        checkpoint_every: write a checkpoint every this many steps (0: once per epoch).
+        early_stopping_metric: validation metric to watch (e.g. ``val/mean_r@1``; empty: off).
+        early_stopping_patience: validations without improvement before stopping.
+        early_stopping_mode: ``max`` or ``min``.
+        threads: torch intra-op threads (0: leave torch's default).
+        progress: show a progress bar.
+    """
+
+    epochs: int = 10
+    max_steps: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    early_stopping_metric: str = ""
+    early_stopping_patience: int = 5
+    early_stopping_mode: str = "max"
+    threads: int = 0
+    progress: bool = True
+
+
+@dataclass
+class ZeroShotConfig:
+    """One zero-shot classification task from text prompts (or class prototypes).
+
+    Attributes:
+        name: key of the task in ``metrics.json``.
+        fields: the fact fields (or ``label``) whose combination is the class.
+        method: ``prompts`` (embed one prompt per class with ``text``) or ``prototypes`` (mean training
+            embedding of each class in the target modality).
+        text: the text modality that embeds the prompts.
+        prompts: templates formatted with the fields, e.g. ``"a photo of a {label}"``; scores are averaged.
+        targets: modalities to classify (empty: every modality except ``text``).
+    """
+
+    name: str
+    fields: list[str] = field(default_factory=lambda: ["label"])
+    method: str = "prompts"
+    text: str = ""
+    prompts: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation.
+
+    Attributes:
+        relevance: ``facts``, ``label``, ``item`` or ``auto`` (facts if the data has them, else label,
+            else item).
+        joint: also evaluate composed queries (two or more modalities -> one).
+        zero_shot: zero-shot classification tasks.
+        batch_size: items per encoding batch.
+        split: which split ``omnibind eval`` uses by default.
+    """
+
+    relevance: str = "auto"
+    joint: bool = True
+    zero_shot: list[ZeroShotConfig] = field(default_factory=list)
+    batch_size: int = 256
+    split: str = "test"
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved next to the model so that a run describes itself."""
+
+    modalities: dict[str, ModalityConfig]
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that :func:`config_from_dict` turns back into an equal config."""
+        out = dataclasses.asdict(self)
+        out["modalities"] = {name: _modality_to_dict(m) for name, m in self.modalities.items()}
+        out["objective"] = {"name": self.objective.name, **self.objective.options}
+        return out
+
+
+def _modality_to_dict(m: ModalityConfig) -> dict[str, Any]:
+    enc: dict[str, Any] = {"name": m.encoder.name, "freeze": m.encoder.freeze, **m.encoder.options}
+    out: dict[str, Any] = {"kind": m.kind, **m.options, "encoder": enc}
+    if m.stats:
+        out["stats"] = m.stats
+    return out
+
+
+def _check_keys(section: str, given: dict[str, Any], cls: type) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in given:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{section}.{key}'{nearest(key, names)}; "
+                f"keys of '{section}': {', '.join(names)}"
+            )
+
+
+def _section(section: str, given: Any, cls: type) -> Any:
+    if given is None:
+        return cls()
+    if not isinstance(given, dict):
+        raise ConfigError(f"config section '{section}' must be a mapping, got {type(given).__name__}")
+    _check_keys(section, given, cls)
+    try:
+        return cls(**given)
+    except TypeError as exc:
+        raise ConfigError(f"config section '{section}': {exc}") from None
+
+
+def _parse_modality(name: str, spec: Any) -> ModalityConfig:
+    from omnibind.data.kinds import KINDS
+    from omnibind.data.kinds.base import kind_options
+
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise ConfigError(
+            f"modality '{name}' must be a mapping with a 'kind' (one of {', '.join(KINDS.names())})"
+        )
+    spec = dict(spec)
+    kind = spec.pop("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"modalities.{name}.kind: unknown kind '{kind}'{nearest(kind, KINDS.names())}")
+    enc_raw = spec.pop("encoder", None)
+    stats = spec.pop("stats", {}) or {}
+    try:
+        kind_options(kind, spec)
+    except ConfigError as exc:
+        raise ConfigError(f"modalities.{name}: {exc}") from None
+    if enc_raw is None:
+        enc = EncoderConfig()
+    elif isinstance(enc_raw, str):
+        enc = EncoderConfig(name=enc_raw)
+    elif isinstance(enc_raw, dict):
+        enc_raw = dict(enc_raw)
+        enc = EncoderConfig(
+            name=str(enc_raw.pop("name", "") or ""),
+            freeze=bool(enc_raw.pop("freeze", True)),
+            options=enc_raw,
+        )
+    else:
+        raise ConfigError(f"modalities.{name}.encoder must be a name or a mapping")
+    return ModalityConfig(kind=kind, options=spec, encoder=enc, stats=stats)
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Validate a plain dict (parsed YAML) and build a :class:`RunConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a config must be a mapping at the top level")
+    top = [f.name for f in dataclasses.fields(RunConfig)]
+    for key in raw:
+        if key not in top:
+            raise ConfigError(f"unknown config key '{key}'{nearest(key, top)}; top-level keys: {', '.join(top)}")
+    mods = raw.get("modalities")
+    if not isinstance(mods, dict) or not mods:
+        raise ConfigError("config needs 'modalities': a mapping from modality name to {kind: ...}")
+    modalities = {str(n): _parse_modality(str(n), s) for n, s in mods.items()}
+    obj_raw = dict(raw.get("objective") or {})
+    objective = ObjectiveConfig(name=str(obj_raw.pop("name", "infonce")), options=obj_raw)
+    ev_raw = dict(raw.get("eval") or {})
+    zs = ev_raw.pop("zero_shot", []) or []
+    ev = _section("eval", ev_raw, EvalConfig)
+    ev.zero_shot = [_section(f"eval.zero_shot[{i}]", z, ZeroShotConfig) for i, z in enumerate(zs)]
+    cfg = RunConfig(
+        modalities=modalities,
+        data=_section("data", raw.get("data"), DataConfig),
+        model=_section("model", raw.get("model"), ModelConfig),
+        objective=objective,
+        train=_section("train", raw.get("train"), TrainConfig),
+        eval=ev,
+    )
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: RunConfig) -> None:
+    from omnibind.objectives import OBJECTIVES
+
+    if cfg.objective.name not in OBJECTIVES:
+        raise ConfigError(
+            f"objective.name: unknown objective '{cfg.objective.name}'"
+            f"{nearest(cfg.objective.name, OBJECTIVES.names())}; known: {', '.join(OBJECTIVES.names())}"
+        )
+    if cfg.data.on_error not in ("stop", "skip"):
+        raise ConfigError(f"data.on_error must be 'stop' or 'skip', got {cfg.data.on_error!r}")
+    if cfg.eval.relevance not in ("auto", "facts", "label", "item"):
+        raise ConfigError(f"eval.relevance must be auto, facts, label or item, got {cfg.eval.relevance!r}")
+    if cfg.model.dim < 1:
+        raise ConfigError(f"model.dim must be a positive integer, got {cfg.model.dim}")
+    if cfg.train.batch_size < 2:
+        raise ConfigError(f"train.batch_size must be at least 2 (contrastive losses need negatives), "
+                          f"got {cfg.train.batch_size}")
+    for z in cfg.eval.zero_shot:
+        if z.method == "prompts" and z.text not in cfg.modalities:
+            raise ConfigError(f"eval.zero_shot '{z.name}': text modality '{z.text}' is not declared")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a raw config dict; values are parsed as YAML scalars.
+
+    A path through an existing section must name existing keys of typed sections (checked later by
+    :func:`config_from_dict`, which suggests the nearest key); missing intermediate mappings are created.
+    """
+    out = _deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {key!r}: '{p}' is not a section")
+            node = nxt
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return out
+
+
+def _deepcopy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deepcopy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deepcopy(v) for v in d]
+    return d
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply dotted overrides and validate.
+
+    A relative ``data.source`` manifest path is resolved against the config's folder.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    raw = apply_overrides(raw, overrides or [])
+    cfg = config_from_dict(raw)
+    base = path.resolve().parent
+    if not cfg.data.source.startswith("builtin:") and not Path(cfg.data.source).is_absolute():
+        cfg.data.source = str((base / cfg.data.source).resolve())
+    return cfg

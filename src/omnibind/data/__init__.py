@@ -1,0 +1,1 @@
+"""Data: records, manifests, modality kinds, batches and the built-in generators."""

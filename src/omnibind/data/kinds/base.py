@@ -1,0 +1,103 @@
+"""The ModalityKind base class and its registry.
+
+A kind turns a manifest value into a fixed-shape tensor (or a string for text) and says which built-in
+encoder fits it. Kind options (``size`` for images, ``sample_rate`` for audio, ...) are a dataclass
+``Options`` on the kind; the config validates the user's keys against its fields.
+
+Life cycle, as the trainer uses it::
+
+    kind = create_kind("image", {"size": 32})
+    kind.fit([kind.load(v, base) for v in train_values])   # only tabular learns anything
+    x = kind.transform(kind.load(value, base_dir))           # Tensor [C, H, W]
+    batch_values = kind.collate([x1, x2, ...])               # Tensor [n, C, H, W]
+
+``load`` and ``transform`` raise ``ValueError`` with a message that says what was expected; the caller
+adds the manifest line, the item id and the modality.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from omnibind.registry import Registry
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """A kind without options."""
+
+
+class ModalityKind(abc.ABC):
+    """Base class of every modality kind.
+
+    Subclasses set ``name``, ``Options`` (a dataclass), ``default_encoder`` and implement ``load`` and
+    ``transform``. ``collate`` stacks tensors; text overrides it to keep a list of strings.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    default_encoder: ClassVar[str] = ""
+
+    def __init__(self, options: Any | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    @abc.abstractmethod
+    def load(self, value: Any, base_dir: Path | None) -> Any:
+        """Read a manifest value (path, inline value or in-memory array) into a raw value; validate it."""
+
+    @abc.abstractmethod
+    def transform(self, raw: Any) -> Any:
+        """Turn a raw value into the fixed-shape model input (a tensor, or a string for text)."""
+
+    def prepare(self, value: Any, base_dir: Path | None) -> Any:
+        """``transform(load(value))``."""
+        return self.transform(self.load(value, base_dir))
+
+    def collate(self, items: list[Any]) -> Tensor | list[str]:
+        """Stack prepared values of the present rows into one batch value."""
+        return torch.stack(items)
+
+    def fit(self, raws: list[Any]) -> None:
+        """Learn statistics from the raw training values (default: nothing to learn)."""
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able statistics learned by :meth:`fit`, saved in ``config.json`` with the model."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one transformed value, for building encoders (empty for text)."""
+        return ()
+
+
+KINDS: Registry[type[ModalityKind]] = Registry("modality kind")
+
+
+def kind_options(kind: str, options: dict[str, Any]) -> Any:
+    """Build the ``Options`` dataclass of ``kind`` from a dict, rejecting unknown keys."""
+    from omnibind.errors import ConfigError
+    from omnibind.registry import nearest
+
+    cls = KINDS.get(kind)
+    fields = {f.name for f in dataclasses.fields(cls.Options)}
+    for key in options:
+        if key not in fields:
+            raise ConfigError(
+                f"'{key}' is not an option of kind '{kind}'{nearest(key, sorted(fields))}; "
+                f"options: {', '.join(sorted(fields)) or 'none'}"
+            )
+    return cls.Options(**options)
+
+
+def create_kind(kind: str, options: dict[str, Any] | None = None) -> ModalityKind:
+    """Instantiate the kind registered as ``kind`` with the given option dict."""
+    cls = KINDS.get(kind)
+    return cls(kind_options(kind, dict(options or {})))

@@ -1,0 +1,100 @@
+"""Resolve a data source string to records.
+
+A source is a manifest path (JSONL, CSV, Parquet) or ``builtin:NAME[?k=v&k2=v2]``. Built-in sources are
+functions registered in :data:`SOURCES`; each takes keyword options (parsed from the query string, with
+``root`` added when the loader needs a data folder) and returns :class:`LoadedData`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import yaml
+
+from omnibind.data.record import Record
+from omnibind.errors import ConfigError
+from omnibind.registry import Registry, nearest
+
+
+@dataclass
+class FactSpec:
+    """Which modalities carry a ground-truth fact.
+
+    Attributes:
+        carriers: the modalities in which the fact can be read.
+        joint: False if each carrier alone reveals the fact; True if only the combination of all
+            carriers does (the fact's value then belongs to ``owner``, readable from the others jointly).
+        owner: for joint facts, the modality whose own value the fact is.
+    """
+
+    carriers: list[str]
+    joint: bool = False
+    owner: str | None = None
+
+
+@dataclass
+class LoadedData:
+    """Records plus what evaluation needs to know about them.
+
+    Attributes:
+        records: the items, in source order.
+        facts: for built-in generators, which modalities carry each fact (``None``: every fact counts for
+            every pair of modalities).
+        name: a short human name of the source.
+    """
+
+    records: list[Record]
+    facts: dict[str, FactSpec] | None = None
+    name: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+SourceFn = Callable[..., LoadedData]
+SOURCES: Registry[SourceFn] = Registry("built-in data source")
+
+
+def parse_source(source: str) -> tuple[str, dict[str, Any]]:
+    """Split ``builtin:NAME?k=v&...`` into ``(NAME, {k: v})``, values parsed as YAML scalars."""
+    body = source[len("builtin:") :]
+    name, _, query = body.partition("?")
+    opts = {k: yaml.safe_load(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+    return name, opts
+
+
+def load_source(
+    source: str, root: str | None = None, modalities: list[str] | None = None, **extra: Any
+) -> LoadedData:
+    """Load the records of ``source``: a built-in generator/loader or a manifest path.
+
+    Args:
+        source: ``builtin:NAME[?k=v]`` or a path to a JSONL/CSV/Parquet manifest.
+        root: data folder for loaders that need one.
+        modalities: the declared modality names; a manifest column that is neither reserved nor declared
+            is an error.
+        extra: options that override the query-string options of a built-in source.
+    """
+    if source.startswith("builtin:"):
+        import omnibind.data.avmnist  # noqa: F401  (registers the loaders)
+        import omnibind.data.synthetic  # noqa: F401
+
+        name, opts = parse_source(source)
+        opts.update(extra)
+        fn = SOURCES.get(name)
+        params = inspect.signature(fn).parameters
+        if "root" in params:
+            opts.setdefault("root", root)
+        for key in opts:
+            if key not in params:
+                raise ConfigError(
+                    f"builtin:{name} has no option '{key}'{nearest(key, list(params))}; "
+                    f"options: {', '.join(params)}"
+                )
+        return fn(**opts)
+    from omnibind.data.manifest import read_manifest
+
+    return LoadedData(records=read_manifest(Path(source), modalities), name=Path(source).name)

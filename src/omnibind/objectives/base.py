@@ -1,0 +1,59 @@
+"""The Objective base module and its registry.
+
+An objective is a pure function of embeddings (``omnibind.objectives.functional`` and one function per
+objective file) plus a thin ``nn.Module`` that holds options and parameters. Every objective module has
+the same call::
+
+    out = objective(embeddings, present, logit_scale, generator=None)   # -> LossOutput
+
+and a ``joint_similarity`` class attribute telling evaluation how to score a composed query:
+``"sum"`` (sum of pairwise cosines) or ``"mip"`` (multilinear inner product).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from omnibind.errors import ConfigError
+from omnibind.registry import Registry, nearest
+from omnibind.types import Embeddings, LossOutput
+
+
+class Objective(nn.Module):
+    """Base class of the objective modules."""
+
+    joint_similarity: ClassVar[str] = "sum"
+
+    def forward(  # type: ignore[override]
+        self,
+        embeddings: Embeddings,
+        present: Tensor | None,
+        logit_scale: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> LossOutput:
+        raise TypeError(f"{type(self).__name__} must implement forward")
+
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+
+def create_objective(name: str, **options: Any) -> Objective:
+    """Instantiate the objective registered as ``name``; unknown options raise ``ConfigError``."""
+    cls = OBJECTIVES.get(name)
+    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for key in options:
+        if key not in params:
+            raise ConfigError(
+                f"objective '{name}' has no option '{key}'{nearest(key, params)}; "
+                f"options: {', '.join(params) or 'none'}"
+            )
+    return cls(**options)
+
+
+def list_objectives() -> list[str]:
+    """Names of every registered objective."""
+    return OBJECTIVES.names()
