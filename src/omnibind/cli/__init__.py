@@ -1,0 +1,1 @@
+"""The ``omnibind`` command line: a thin map from commands to library calls."""

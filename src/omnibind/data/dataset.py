@@ -1,0 +1,332 @@
+"""Prepared datasets: every present value loaded and transformed once, so that a batch is an index gather.
+
+``prepare_dataset`` turns records into a :class:`Dataset`; ``split_records`` divides records into
+train / val / test; ``fit_kinds`` lets kinds with statistics (tabular) learn them on the training split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from omnibind.data.batch import Batch, BatchValue
+from omnibind.data.kinds.base import ModalityKind
+from omnibind.data.record import Record
+from omnibind.data.sources import FactSpec
+from omnibind.errors import DataError
+from omnibind.io import write_jsonl_atomic
+from omnibind.registry import nearest
+
+SPLITS = ("train", "val", "test")
+Indices = Sequence[int] | Tensor | np.ndarray
+
+
+def split_records(
+    records: list[Record], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[Record]]:
+    """Divide records into ``train``, ``val`` and ``test``, keeping source order within each.
+
+    A record's own ``split`` is used where set; the others are split at random (``numpy.default_rng(seed)``)
+    with ``round(n * test_fraction)`` test and ``round(n * val_fraction)`` val items.
+
+    Raises:
+        DataError: a record's split is not train, val or test.
+    """
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction > 1:
+        raise ValueError(
+            f"val_fraction and test_fraction must be >= 0 with a sum <= 1, got {val_fraction}, "
+            f"{test_fraction}"
+        )
+    assigned: list[str | None] = []
+    for r in records:
+        if r.split is not None and r.split not in SPLITS:
+            raise DataError(
+                f"expected split to be one of {', '.join(SPLITS)}, "
+                f"got {r.split!r}{nearest(r.split, list(SPLITS))}",
+                source=r.source,
+                line=r.line,
+                record_id=r.id,
+                modality="split",
+            )
+        assigned.append(r.split)
+    free = [i for i, s in enumerate(assigned) if s is None]
+    order = np.random.default_rng(seed).permutation(len(free))
+    n_test = int(round(len(free) * test_fraction))
+    n_val = int(round(len(free) * val_fraction))
+    for rank, j in enumerate(order):
+        assigned[free[j]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    out: dict[str, list[Record]] = {s: [] for s in SPLITS}
+    for r, s in zip(records, assigned, strict=True):
+        out[str(s)].append(r)
+    return out
+
+
+def _located(exc: Exception, record: Record, modality: str | None) -> DataError:
+    """``exc`` as a DataError that names the record's source, line, id and the field."""
+    if isinstance(exc, DataError):
+        reason = exc.reason
+        modality = exc.modality or modality
+    else:
+        reason = str(exc) or type(exc).__name__
+    return DataError(reason, source=record.source, line=record.line, record_id=record.id, modality=modality)
+
+
+def _learns(kind: ModalityKind) -> bool:
+    return type(kind).fit is not ModalityKind.fit
+
+
+def fit_kinds(
+    records: list[Record], kinds: dict[str, ModalityKind], on_error: str = "stop"
+) -> list[DataError]:
+    """Fit the kinds that learn statistics (tabular) on the raw values of ``records`` (the training split).
+
+    With ``on_error="skip"`` a bad value is left out of the fit and its error returned (``prepare_dataset``
+    reports the same record again when it drops it); with ``stop`` the first error is raised.
+    """
+    errors: list[DataError] = []
+    for name, kind in kinds.items():
+        if not _learns(kind):
+            continue
+        raws = []
+        for r in records:
+            if name not in r.values:
+                continue
+            try:
+                raws.append(kind.load(r.values[name], r.base_dir))
+            except (ValueError, OSError) as exc:
+                err = _located(exc, r, name)
+                if on_error == "stop":
+                    raise err from None
+                errors.append(err)
+        kind.fit(raws)
+    return errors
+
+
+def _prepare_record(record: Record, kinds: dict[str, ModalityKind]) -> dict[str, Any]:
+    declared = list(kinds)
+    prepared = {}
+    for name, value in record.values.items():
+        kind = kinds.get(name)
+        if kind is None:
+            raise DataError(
+                f"'{name}' is not a declared modality{nearest(name, declared)}; "
+                f"declared: {', '.join(declared)}",
+                source=record.source,
+                line=record.line,
+                record_id=record.id,
+                modality=name,
+            )
+        try:
+            prepared[name] = kind.transform(kind.load(value, record.base_dir))
+        except (ValueError, OSError) as exc:  # DataError is a ValueError
+            raise _located(exc, record, name) from None
+    if not prepared:
+        raise DataError(
+            f"expected at least one of the modalities {', '.join(declared)}, found none",
+            source=record.source,
+            line=record.line,
+            record_id=record.id,
+        )
+    return prepared
+
+
+def prepare_dataset(
+    records: list[Record],
+    kinds: dict[str, ModalityKind],
+    on_error: str = "stop",
+    progress: bool = True,
+    facts: dict[str, FactSpec] | None = None,
+) -> tuple[Dataset, list[DataError]]:
+    """Load and transform every present value of ``records``.
+
+    Args:
+        records: the items (usually one split).
+        kinds: one kind per declared modality; its order is the column order of ``present``.
+        on_error: ``stop`` raises the first bad record; ``skip`` drops it and returns its error.
+        progress: show a progress bar.
+        facts: which modalities carry each ground-truth fact (built-in sources).
+
+    Returns:
+        the dataset and the errors of the records that were skipped.
+
+    Raises:
+        DataError: naming source, line, id and modality, when ``on_error`` is ``stop``.
+    """
+    if on_error not in ("stop", "skip"):
+        raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
+    from tqdm.auto import tqdm
+
+    kept: list[Record] = []
+    prepared: list[dict[str, Any]] = []
+    errors: list[DataError] = []
+    for record in tqdm(records, desc="preparing data", unit="item", disable=not progress, leave=False):
+        try:
+            prepared.append(_prepare_record(record, kinds))
+        except DataError as exc:
+            if on_error == "stop":
+                raise
+            errors.append(exc)
+            continue
+        kept.append(record)
+    return Dataset.from_prepared(kept, prepared, kinds, facts), errors
+
+
+def write_skipped(path: str | Path, errors: list[DataError]) -> Path:
+    """Write ``skipped.jsonl`` atomically: one ``DataError.to_json()`` object per line."""
+    return write_jsonl_atomic(path, [e.to_json() for e in errors])
+
+
+def _gather(values: BatchValue, rows: Tensor) -> BatchValue:
+    if isinstance(values, list):
+        return [values[i] for i in rows.tolist()]
+    return values.index_select(0, rows)
+
+
+def _as_index(indices: Indices) -> Tensor:
+    if isinstance(indices, Tensor):
+        return indices.to(torch.long).reshape(-1)
+    return torch.as_tensor(np.asarray(indices, dtype=np.int64).reshape(-1))
+
+
+class Dataset:
+    """Prepared items: the values of each modality stacked once over the rows where it is present.
+
+    Attributes:
+        records: the items, in order.
+        ids: their ids.
+        modalities: the modality names; column ``m`` of ``present`` is ``modalities[m]``.
+        values: per modality, the prepared values of its present rows only (``[n_m, ...]`` tensor, or a
+            list of ``n_m`` strings for text), in item order.
+        present: ``bool[N, M]``.
+        row_of: per modality, ``long[N]``: the row of item ``i`` in ``values[m]``, or -1 where absent.
+        labels: per-item labels (``None`` where unknown).
+        facts: per-item ground-truth facts (``None`` where unknown).
+        fact_specs: which modalities carry each fact (built-in sources), or ``None``.
+    """
+
+    def __init__(
+        self,
+        records: list[Record],
+        modalities: tuple[str, ...],
+        values: dict[str, BatchValue],
+        present: Tensor,
+        row_of: dict[str, Tensor],
+        fact_specs: dict[str, FactSpec] | None = None,
+    ) -> None:
+        self.records = records
+        self.ids = [r.id for r in records]
+        self.modalities = modalities
+        self.values = values
+        self.present = present
+        self.row_of = row_of
+        self.labels: list[Any] = [r.label for r in records]
+        self.facts: list[dict[str, Any] | None] = [r.facts for r in records]
+        self.fact_specs = fact_specs
+
+    @classmethod
+    def from_prepared(
+        cls,
+        records: list[Record],
+        prepared: list[dict[str, Any]],
+        kinds: dict[str, ModalityKind],
+        fact_specs: dict[str, FactSpec] | None = None,
+    ) -> Dataset:
+        """Stack per-item prepared values (``prepared[i][modality]``) into a dataset."""
+        modalities = tuple(kinds)
+        n = len(records)
+        present = torch.zeros(n, len(modalities), dtype=torch.bool)  # [N, M]
+        values: dict[str, BatchValue] = {}
+        row_of: dict[str, Tensor] = {}
+        for m, name in enumerate(modalities):
+            items = [(i, p[name]) for i, p in enumerate(prepared) if name in p]
+            rows = torch.full((n,), -1, dtype=torch.long)
+            where = torch.tensor([i for i, _ in items], dtype=torch.long)
+            rows[where] = torch.arange(len(items))
+            present[where, m] = True
+            row_of[name] = rows
+            kind = kinds[name]
+            if items:
+                values[name] = kind.collate([x for _, x in items])
+            else:
+                empty = kind.collate([]) if kind.input_shape() == () else torch.zeros(0, *kind.input_shape())
+                values[name] = empty
+        return cls(records, modalities, values, present, row_of, fact_specs)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def batch(self, indices: Indices) -> Batch:
+        """The items at ``indices`` as a :class:`Batch` (values of present rows only, in batch order)."""
+        idx = _as_index(indices)  # [B]
+        values: dict[str, BatchValue] = {}
+        for name in self.modalities:
+            rows = self.row_of[name].index_select(0, idx)
+            rows = rows[rows >= 0]  # [n_m] rows of values[name]
+            if rows.numel():
+                values[name] = _gather(self.values[name], rows)
+        pos = idx.tolist()
+        labels = [self.labels[i] for i in pos]
+        facts = [self.facts[i] for i in pos]
+        return Batch(
+            ids=[self.ids[i] for i in pos],
+            modalities=self.modalities,
+            values=values,
+            present=self.present.index_select(0, idx),
+            labels=labels if any(x is not None for x in labels) else None,
+            facts=facts if any(f is not None for f in facts) else None,
+            metadata=[self.records[i].metadata for i in pos],
+        )
+
+    def subset(self, indices: Indices) -> Dataset:
+        """A dataset of the items at ``indices`` (values gathered, not reloaded)."""
+        idx = _as_index(indices)
+        values: dict[str, BatchValue] = {}
+        row_of: dict[str, Tensor] = {}
+        for name in self.modalities:
+            old = self.row_of[name].index_select(0, idx)  # [n]
+            keep = old >= 0
+            values[name] = _gather(self.values[name], old[keep])
+            rows = torch.full((len(idx),), -1, dtype=torch.long)
+            rows[keep] = torch.arange(int(keep.sum()))
+            row_of[name] = rows
+        records = [self.records[i] for i in idx.tolist()]
+        return Dataset(
+            records, self.modalities, values, self.present.index_select(0, idx), row_of, self.fact_specs
+        )
+
+    def iter_batches(self, batch_size: int) -> Iterator[Batch]:
+        """Consecutive batches of ``batch_size`` items in dataset order (the last one may be smaller)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        for start in range(0, len(self), batch_size):
+            yield self.batch(torch.arange(start, min(start + batch_size, len(self))))
+
+
+def concat_datasets(datasets: list[Dataset]) -> Dataset:
+    """One dataset of the items of several (same modalities), in order."""
+    if not datasets:
+        raise ValueError("concat_datasets needs at least one dataset")
+    first = datasets[0]
+    values: dict[str, BatchValue] = {}
+    row_of: dict[str, Tensor] = {}
+    for name in first.modalities:
+        parts = [d.values[name] for d in datasets]
+        if isinstance(parts[0], list):
+            values[name] = [v for p in parts for v in p]  # type: ignore[union-attr]
+        else:
+            values[name] = torch.cat(parts)  # type: ignore[arg-type]
+        offset, rows = 0, []
+        for d in datasets:
+            r = d.row_of[name].clone()
+            r[r >= 0] += offset
+            offset += int((d.row_of[name] >= 0).sum())
+            rows.append(r)
+        row_of[name] = torch.cat(rows)
+    records = [r for d in datasets for r in d.records]
+    present = torch.cat([d.present for d in datasets])
+    return Dataset(records, first.modalities, values, present, row_of, first.fact_specs)

@@ -1,0 +1,172 @@
+"""Audio kind: a WAV file or a waveform array -> log-mel spectrogram ``[channels, n_mels, frames]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from omnibind.data.kinds.base import KINDS, ModalityKind
+from omnibind.io import data_file
+
+
+@dataclass
+class AudioOptions:
+    """Options of the audio kind.
+
+    Attributes:
+        sample_rate: every waveform is brought to this rate (Hz).
+        seconds: waveforms are zero-padded or cropped (from the start) to this duration.
+        n_mels: mel bands of the spectrogram.
+        n_fft: FFT size (and Hann window length) of the STFT.
+        hop_length: STFT hop in samples; ``None`` means ``n_fft // 4``.
+        channels: expected number of channels.
+        resample: resample other rates to ``sample_rate`` (polyphase); if False a different rate is an error.
+        downmix: average the channels of multi-channel audio when ``channels`` is 1; if False it is an error.
+    """
+
+    sample_rate: int = 16000
+    seconds: float = 1.0
+    n_mels: int = 64
+    n_fft: int = 512
+    hop_length: int | None = None
+    channels: int = 1
+    resample: bool = True
+    downmix: bool = False
+
+    def __post_init__(self) -> None:
+        if (
+            self.sample_rate < 1
+            or self.seconds <= 0
+            or self.n_mels < 1
+            or self.n_fft < 2
+            or self.channels < 1
+        ):
+            raise ValueError("audio sample_rate, seconds, n_mels, n_fft and channels must be positive")
+        if self.hop_length is not None and self.hop_length < 1:
+            raise ValueError(f"audio hop_length must be positive, got {self.hop_length}")
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
+    """Triangular filters on the HTK mel scale from 0 Hz to Nyquist.
+
+    Returns:
+        ``[n_mels, n_fft // 2 + 1]`` weights; row ``m`` peaks at the ``m``-th of ``n_mels`` mel centres.
+    """
+
+    def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)  # [F] centre frequency of each FFT bin
+    edges = mel_to_hz(np.linspace(0.0, float(hz_to_mel(sample_rate / 2)), n_mels + 2))  # [n_mels + 2]
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins[None, :] - lower) / (centre - lower)
+    falling = (upper - bins[None, :]) / (upper - centre)
+    return torch.from_numpy(np.maximum(0.0, np.minimum(rising, falling))).float()  # [n_mels, F]
+
+
+@KINDS.register("audio")
+class AudioKind(ModalityKind):
+    """Audio. ``load`` gives a float32 ``[channels, samples]`` waveform at ``sample_rate``; ``transform``
+    pads/crops it to ``seconds`` and returns ``log(mel + 1e-6)`` of the Hann-window power STFT."""
+
+    name = "audio"
+    Options = AudioOptions
+    default_encoder = "conv2d"
+
+    def __init__(self, options: AudioOptions | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        self.hop = o.hop_length or o.n_fft // 4
+        self.num_samples = int(round(o.seconds * o.sample_rate))
+        self._window = torch.hann_window(o.n_fft)
+        self._mel = mel_filterbank(o.sample_rate, o.n_fft, o.n_mels)
+
+    def load(self, value: Any, base_dir: Path | None) -> np.ndarray:
+        if isinstance(value, (str, Path)):
+            wave, rate = self._read_file(data_file(value, base_dir, "a WAV audio file"))
+        elif isinstance(value, tuple) and len(value) == 2:
+            wave, rate = self._as_array(value[0]), value[1]
+            if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate < 1:
+                raise ValueError(
+                    f"expected (waveform, sample_rate) with a positive integer rate, got {rate!r}"
+                )
+        elif isinstance(value, (np.ndarray, list)):
+            wave, rate = self._as_array(value), self.options.sample_rate
+        else:
+            raise ValueError(
+                f"expected a WAV path, a waveform array or (array, sample_rate), got {type(value).__name__}"
+            )
+        return self._conform(wave, int(rate))
+
+    def _read_file(self, path: Path) -> tuple[np.ndarray, int]:
+        import soundfile
+
+        try:
+            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [samples, channels]
+        except (RuntimeError, OSError, TypeError) as exc:  # libsndfile errors are RuntimeErrors
+            raise ValueError(f"expected a readable WAV file, but {str(path)!r} is not one ({exc})") from None
+        return np.ascontiguousarray(data.T), int(rate)
+
+    @staticmethod
+    def _as_array(value: Any) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise ValueError(
+                f"expected a waveform of shape [samples] or [channels, samples], got {arr.shape}"
+            )
+        if np.issubdtype(arr.dtype, np.integer):
+            # integer PCM: scale to [-1, 1) by the type's full range
+            return (arr.astype(np.float32) / float(-np.iinfo(arr.dtype).min)).astype(np.float32)
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"expected a numeric waveform, got dtype {arr.dtype}")
+        return arr.astype(np.float32)
+
+    def _conform(self, wave: np.ndarray, rate: int) -> np.ndarray:
+        o = self.options
+        if wave.shape[1] == 0:
+            raise ValueError("expected a non-empty waveform, got 0 samples")
+        if not np.isfinite(wave).all():
+            raise ValueError("expected finite audio samples, found NaN or inf")
+        if wave.shape[0] != o.channels:
+            if o.downmix and o.channels == 1:
+                wave = wave.mean(axis=0, keepdims=True)
+            else:
+                hint = " (set downmix: true to average channels)" if o.channels == 1 else ""
+                raise ValueError(f"expected {o.channels} audio channel(s), got {wave.shape[0]}{hint}")
+        if rate != o.sample_rate:
+            if not o.resample:
+                raise ValueError(
+                    f"expected audio at {o.sample_rate} Hz, got {rate} Hz (set resample: true to convert)"
+                )
+            from scipy.signal import resample_poly
+
+            ratio = Fraction(o.sample_rate, rate)
+            wave = resample_poly(wave, ratio.numerator, ratio.denominator, axis=1).astype(np.float32)
+        return wave
+
+    def transform(self, raw: np.ndarray) -> Tensor:
+        n = self.num_samples
+        x = torch.from_numpy(np.ascontiguousarray(raw[:, :n], dtype=np.float32))  # [C, <=n]
+        if x.shape[1] < n:
+            x = torch.nn.functional.pad(x, (0, n - x.shape[1]))
+        spec = torch.stft(
+            x, self.options.n_fft, hop_length=self.hop, window=self._window, center=True, return_complex=True
+        )  # [C, F, frames]
+        power = spec.real.square() + spec.imag.square()
+        mel = torch.matmul(self._mel, power)  # [C, n_mels, frames]
+        return torch.log(mel + 1e-6).float()
+
+    def input_shape(self) -> tuple[int, ...]:
+        frames = 1 + self.num_samples // self.hop
+        return (self.options.channels, self.options.n_mels, frames)

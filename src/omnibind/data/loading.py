@@ -1,0 +1,95 @@
+"""From a run config to prepared datasets: load the source, split, fit kind statistics, prepare tensors.
+
+This is the one path every command takes (train, eval, embed), so a bad record is reported the same
+way everywhere and nothing is written before the data has been checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omnibind.config import RunConfig
+from omnibind.data.dataset import Dataset, fit_kinds, prepare_dataset, split_records, write_skipped
+from omnibind.data.kinds import ModalityKind, create_kind
+from omnibind.data.sources import FactSpec, LoadedData, load_source
+from omnibind.errors import DataError
+
+
+@dataclass
+class Splits:
+    """Prepared datasets by split name, and the rows that were skipped (``on_error: skip``)."""
+
+    datasets: dict[str, Dataset]
+    skipped: list[DataError] = field(default_factory=list)
+    facts: dict[str, FactSpec] | None = None
+    source: str = ""
+
+
+def build_kinds(cfg: RunConfig) -> dict[str, ModalityKind]:
+    """One kind instance per declared modality, with fitted statistics restored from the config."""
+    kinds = {}
+    for name, spec in cfg.modalities.items():
+        kind = create_kind(spec.kind, spec.options)
+        if spec.stats:
+            kind.load_state(spec.stats)
+        kinds[name] = kind
+    return kinds
+
+
+def load_data(cfg: RunConfig, source: str | None = None) -> LoadedData:
+    """Load the records of ``source`` (default: ``cfg.data.source``)."""
+    return load_source(source or cfg.data.source, root=cfg.data.root, modalities=list(cfg.modalities))
+
+
+def build_splits(
+    cfg: RunConfig,
+    kinds: dict[str, ModalityKind],
+    wanted: tuple[str, ...] = ("train", "val", "test"),
+    fit: bool = True,
+    source: str | None = None,
+    progress: bool = True,
+) -> Splits:
+    """Load, split and prepare the data of a run.
+
+    Args:
+        cfg: the run config (``data`` section).
+        kinds: the modality kinds; with ``fit`` their statistics are fitted on the training split and
+            written back into ``cfg.modalities[*].stats``.
+        wanted: which splits to prepare.
+        fit: fit kind statistics on the training split (training only; evaluation reuses saved ones).
+        source: another data source than the config's.
+        progress: show progress bars.
+
+    Raises:
+        DataError: the first bad record, when ``cfg.data.on_error`` is ``stop``.
+    """
+    loaded = load_data(cfg, source)
+    by_split = split_records(
+        loaded.records, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
+    )
+    if fit:
+        fit_kinds(by_split.get("train", []), kinds, cfg.data.on_error)
+        for name, kind in kinds.items():
+            cfg.modalities[name].stats = kind.state()
+    datasets: dict[str, Dataset] = {}
+    skipped: list[DataError] = []
+    for split in wanted:
+        records = by_split.get(split, [])
+        if not records:
+            continue
+        ds, bad = prepare_dataset(
+            records, kinds, on_error=cfg.data.on_error, progress=progress, facts=loaded.facts
+        )
+        datasets[split] = ds
+        skipped.extend(bad)
+    return Splits(datasets=datasets, skipped=skipped, facts=loaded.facts, source=loaded.name)
+
+
+def save_skipped(splits: Splits, out_dir: Path) -> Path | None:
+    """Write ``skipped.jsonl`` into ``out_dir`` if any row was skipped."""
+    if not splits.skipped:
+        return None
+    path = out_dir / "skipped.jsonl"
+    write_skipped(path, splits.skipped)
+    return path

@@ -1,0 +1,4 @@
+"""Wrappers of pretrained backbones; importing this package registers them (their libraries load lazily)."""
+
+from omnibind.encoders.pretrained import hf as hf
+from omnibind.encoders.pretrained import sentence_transformers as sentence_transformers

@@ -1,0 +1,189 @@
+"""Evaluate a model on a prepared dataset: any-to-any retrieval, composed queries and zero-shot accuracy.
+
+This module glues the pure metric functions (``retrieval.py``, ``zero_shot.py``) to a model: it embeds
+the dataset once and scores composed queries with the model's own joint similarity (the multilinear
+inner product for Symile models, the sum of cosines otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from omnibind.config import EvalConfig, ZeroShotConfig
+from omnibind.data.dataset import Dataset
+from omnibind.evaluation.retrieval import evaluate_retrieval
+from omnibind.evaluation.zero_shot import class_keys, format_prompts, prototypes, zero_shot_accuracy
+from omnibind.model import OmniModel
+from omnibind.types import Embeddings
+
+
+@torch.no_grad()
+def embed_dataset(model: OmniModel, dataset: Dataset, batch_size: int = 256) -> tuple[Embeddings, Tensor]:
+    """Embed every present value of ``dataset``.
+
+    Returns:
+        ``({modality: Tensor[N, D]}, present bool[N, M])``; rows of absent values are zero.
+    """
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+    try:
+        for start in range(0, len(dataset), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(dataset)))
+            for name, z in model.encode(dataset.batch(idx)).items():
+                parts[name].append(z)
+    finally:
+        model.train(was_training)
+    embeddings = {m: torch.cat(v) if v else torch.zeros(0, model.dim) for m, v in parts.items()}
+    return embeddings, dataset.present
+
+
+def _relevance(cfg: EvalConfig, dataset: Dataset) -> str:
+    if cfg.relevance != "auto":
+        return cfg.relevance
+    if any(f for f in dataset.facts or []):
+        return "facts"
+    if any(label is not None for label in dataset.labels or []):
+        return "label"
+    return "item"
+
+
+def _item_values(dataset: Dataset) -> list[dict[str, Any]]:
+    """Facts of each item, with ``label`` added, for zero-shot class keys."""
+    out = []
+    for i in range(len(dataset)):
+        facts = dict((dataset.facts or [None] * len(dataset))[i] or {})
+        facts.setdefault("label", dataset.labels[i] if dataset.labels else None)
+        out.append(facts)
+    return out
+
+
+def zero_shot_metrics(
+    model: OmniModel,
+    dataset: Dataset,
+    embeddings: Embeddings,
+    task: ZeroShotConfig,
+    reference: tuple[Dataset, Embeddings] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Zero-shot accuracy of one task for each target modality.
+
+    Classes are the distinct values of ``task.fields`` among the evaluated items. With ``prompts`` each
+    class is the mean embedding of its formatted prompts in ``task.text``; with ``prototypes`` it is the
+    mean embedding of the class's items in ``reference`` (the training split) in the target modality.
+
+    Returns:
+        ``{"<task>/<target>": {"accuracy", "n"}}``.
+    """
+    values = _item_values(dataset)
+    keys = class_keys(values, task.fields)
+    classes = sorted(set(keys), key=str)
+    targets = task.targets or [m for m in model.modalities if m != task.text]
+    out: dict[str, dict[str, Any]] = {}
+    class_embs: Tensor | None = None
+    if task.method == "prompts":
+        if not task.prompts:
+            raise ValueError(f"zero-shot task '{task.name}' uses prompts but gives none")
+        prompt_lists = format_prompts(task.prompts, task.fields, classes)
+        flat = [p for plist in prompt_lists for p in plist]
+        z = model.embed(flat, task.text).reshape(len(classes), len(task.prompts), -1).mean(1)
+        class_embs = torch.nn.functional.normalize(z, dim=-1)  # [C, D]
+    for target in targets:
+        col = model.modalities.index(target)
+        rows = dataset.present[:, col].nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        item_keys = [keys[i] for i in rows.tolist()]
+        if task.method == "prototypes":
+            if reference is None:
+                raise ValueError(f"zero-shot task '{task.name}' uses prototypes but has no training split")
+            ref_ds, ref_embs = reference
+            ref_rows = ref_ds.present[:, col].nonzero().squeeze(1)
+            ref_keys = class_keys(_item_values(ref_ds), task.fields)
+            cls_list, cls_embs = prototypes(ref_embs[target][ref_rows], [ref_keys[i] for i in ref_rows.tolist()])
+            result = zero_shot_accuracy(embeddings[target][rows], item_keys, cls_embs, cls_list)
+        else:
+            assert class_embs is not None
+            result = zero_shot_accuracy(embeddings[target][rows], item_keys, class_embs, classes)
+        out[f"{task.name}/{target}"] = {"accuracy": result["accuracy"], "n": result["n"]}
+    return out
+
+
+def evaluate(
+    model: OmniModel,
+    dataset: Dataset,
+    cfg: EvalConfig | None = None,
+    reference: Dataset | None = None,
+) -> dict[str, Any]:
+    """All metrics of ``model`` on ``dataset``.
+
+    Args:
+        model: a trained model.
+        dataset: the prepared items to evaluate on (usually the test split).
+        cfg: evaluation settings (default: the model's own ``config.eval``).
+        reference: the training split, for prototype zero-shot tasks.
+
+    Returns:
+        ``{"retrieval": {"q->t": {"r@1", "r@5", "r@10", "mrr", "median_rank", "n"}, "a+b->t": ...},
+        "zero_shot": {"task/target": {"accuracy", "n"}}, "relevance": ..., "joint_similarity": ...,
+        "n_items": N}``.
+    """
+    cfg = cfg or model.config.eval
+    embeddings, present = embed_dataset(model, dataset, cfg.batch_size)
+    relevance = _relevance(cfg, dataset)
+    retrieval = evaluate_retrieval(
+        embeddings,
+        present,
+        ids=dataset.ids,
+        labels=dataset.labels,
+        facts=dataset.facts,
+        fact_specs=dataset.fact_specs,
+        relevance=relevance,
+        similarity=model.joint_similarity,
+        joint=cfg.joint,
+    )
+    ref = None
+    if reference is not None:
+        ref = (reference, embed_dataset(model, reference, cfg.batch_size)[0])
+    zero_shot: dict[str, dict[str, Any]] = {}
+    for task in cfg.zero_shot:
+        zero_shot.update(zero_shot_metrics(model, dataset, embeddings, task, ref))
+    return {
+        "retrieval": retrieval,
+        "zero_shot": zero_shot,
+        "relevance": relevance,
+        "joint_similarity": model.joint_similarity,
+        "n_items": len(dataset),
+    }
+
+
+def validation_metrics(model: OmniModel, dataset: Dataset, cfg: EvalConfig) -> dict[str, float]:
+    """Cheap validation numbers for the training loop: mean R@1 over pairs (and over joint queries).
+
+    Keys: ``val/mean_r@1`` (ordered pairs of single modalities), ``val/mean_joint_r@1`` (composed
+    queries, if any), ``val/<q->t>/r@1`` for every combination.
+    """
+    embeddings, present = embed_dataset(model, dataset, cfg.batch_size)
+    retrieval = evaluate_retrieval(
+        embeddings,
+        present,
+        ids=dataset.ids,
+        labels=dataset.labels,
+        facts=dataset.facts,
+        fact_specs=dataset.fact_specs,
+        relevance=_relevance(cfg, dataset),
+        similarity=model.joint_similarity,
+        joint=cfg.joint,
+    )
+    out: dict[str, float] = {}
+    pairs = [v["r@1"] for k, v in retrieval.items() if "+" not in k]
+    joint = [v["r@1"] for k, v in retrieval.items() if "+" in k]
+    if pairs:
+        out["val/mean_r@1"] = sum(pairs) / len(pairs)
+    if joint:
+        out["val/mean_joint_r@1"] = sum(joint) / len(joint)
+    for key, value in retrieval.items():
+        out[f"val/{key}/r@1"] = value["r@1"]
+    return out

@@ -1,0 +1,211 @@
+"""OmniModel: one encoder and projection per modality into a shared space, plus a learnable logit scale.
+
+The model is built from a :class:`~omnibind.config.RunConfig` alone, so a saved model (``config.json`` +
+``model.safetensors``) loads without any training code::
+
+    model = OmniModel.load("runs/demo/model")
+    z = model.embed(["a small red circle on the left"], "caption")   # [1, D], unit rows
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from omnibind.config import RunConfig, config_from_dict
+from omnibind.data.batch import Batch
+from omnibind.data.kinds import ModalityKind, create_kind
+from omnibind.encoders import ENCODERS, Projection, create_encoder
+from omnibind.errors import OmnibindError
+from omnibind.io import write_bytes_atomic, write_json_atomic
+from omnibind.types import Embeddings
+
+FORMAT = "omnibind-model/1"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class OmniModel(nn.Module):
+    """Encoders for every declared modality, projected to a shared width and L2-normalised.
+
+    Args:
+        config: the run config; ``config.modalities`` declares the modalities, ``config.model`` the width
+            and the logit scale. Fitted kind statistics (``ModalityConfig.stats``) are restored.
+
+    Attributes:
+        modalities: modality names in config order; column ``m`` of every presence mask refers to
+            ``modalities[m]``.
+        kinds: the modality kind of each modality (loading and transforming raw values).
+        encoders: ``nn.ModuleDict`` of encoders (input of one kind -> ``[n, width]``).
+        projections: ``nn.ModuleDict`` of projections (``[n, width]`` -> ``[n, D]``).
+        log_logit_scale: learnable log of the logit scale, clamped to ``config.model.logit_scale_max``.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.modalities: tuple[str, ...] = tuple(config.modalities)
+        self.kinds: dict[str, ModalityKind] = {}
+        self.encoders = nn.ModuleDict()
+        self.projections = nn.ModuleDict()
+        dim = config.model.dim
+        for name, spec in config.modalities.items():
+            kind = create_kind(spec.kind, spec.options)
+            if spec.stats:
+                kind.load_state(spec.stats)
+            self.kinds[name] = kind
+            enc_name = spec.encoder.name or kind.default_encoder
+            options = dict(spec.encoder.options)
+            if ENCODERS.get(enc_name).pretrained:
+                options["freeze"] = spec.encoder.freeze
+            encoder = create_encoder(enc_name, kind.input_shape(), **options)
+            self.encoders[name] = encoder
+            self.projections[name] = Projection(encoder.output_dim, dim)
+        self.log_logit_scale = nn.Parameter(
+            torch.tensor(float(config.model.logit_scale_init)),
+            requires_grad=config.model.learn_logit_scale,
+        )
+
+    @property
+    def dim(self) -> int:
+        """Width D of the shared space."""
+        return int(self.config.model.dim)
+
+    @property
+    def logit_scale(self) -> Tensor:
+        """The multiplier s = exp(log s) that objectives apply to similarities."""
+        return self.log_logit_scale.exp()
+
+    def clamp_logit_scale(self) -> None:
+        """Clamp log s to at most ``config.model.logit_scale_max`` (called after every optimiser step)."""
+        with torch.no_grad():
+            self.log_logit_scale.clamp_(max=float(self.config.model.logit_scale_max))
+
+    def encode_modality(self, modality: str, values: Tensor | list[str]) -> Tensor:
+        """Embed the collated values of one modality. Returns ``[n, D]`` unit rows."""
+        features = self.encoders[modality](values)  # [n, width]
+        return F.normalize(self.projections[modality](features), dim=-1)  # [n, D]
+
+    def encode(self, batch: Batch) -> Embeddings:
+        """Embed a batch; encoders run on the present rows only.
+
+        Inputs:
+            batch: ``Batch`` over B items whose ``modalities`` equal ``self.modalities``.
+
+        Returns:
+            ``{modality: Tensor[B, D]}`` in ``self.modalities`` order; rows of absent items are zero and
+            ``batch.present`` says which rows are real.
+        """
+        if tuple(batch.modalities) != self.modalities:
+            raise OmnibindError(
+                f"batch modalities {batch.modalities} do not match the model's {self.modalities}"
+            )
+        size = len(batch)
+        out: Embeddings = {}
+        for m, name in enumerate(self.modalities):
+            rows = batch.present[:, m].nonzero().squeeze(1)  # [n]
+            full = self.log_logit_scale.new_zeros(size, self.dim)  # [B, D]
+            if name in batch.values and rows.numel() > 0:
+                full = full.index_copy(0, rows, self.encode_modality(name, batch.values[name]))
+            out[name] = full
+        return out
+
+    @torch.no_grad()
+    def embed(self, items: Sequence[Any], modality: str, batch_size: int = 256) -> Tensor:
+        """Embed raw values of one modality (file paths, strings, arrays, dicts of numbers).
+
+        Args:
+            items: raw values, as a manifest would hold them (relative paths resolve against the cwd).
+            modality: a declared modality name.
+            batch_size: values per forward pass.
+
+        Returns:
+            ``Tensor[len(items), D]`` of unit rows.
+        """
+        if modality not in self.kinds:
+            raise OmnibindError(
+                f"unknown modality '{modality}'; this model has: {', '.join(self.modalities)}"
+            )
+        kind = self.kinds[modality]
+        was_training = self.training
+        self.eval()
+        chunks = []
+        try:
+            for start in range(0, len(items), batch_size):
+                part = [kind.prepare(v, None) for v in items[start : start + batch_size]]
+                chunks.append(self.encode_modality(modality, kind.collate(part)))
+        finally:
+            self.train(was_training)
+        if not chunks:
+            return torch.zeros(0, self.dim)
+        return torch.cat(chunks)
+
+    @property
+    def joint_similarity(self) -> str:
+        """How composed queries are scored: ``"mip"`` for Symile models, ``"sum"`` of cosines otherwise."""
+        from omnibind.objectives import OBJECTIVES
+
+        return OBJECTIVES.get(self.config.objective.name).joint_similarity
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary: modalities, kinds, encoders, parameter counts, width, logit scale."""
+        mods = {}
+        for name, spec in self.config.modalities.items():
+            enc = self.encoders[name]
+            trainable = sum(p.numel() for p in enc.parameters() if p.requires_grad)
+            mods[name] = {
+                "kind": spec.kind,
+                "encoder": spec.encoder.name or self.kinds[name].default_encoder,
+                "trainable_encoder_params": trainable,
+                "projection_params": sum(p.numel() for p in self.projections[name].parameters()),
+            }
+        return {
+            "dim": self.dim,
+            "objective": self.config.objective.name,
+            "joint_similarity": self.joint_similarity,
+            "logit_scale": float(self.logit_scale),
+            "modalities": mods,
+            "parameters": sum(p.numel() for p in self.parameters()),
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each file atomically).
+
+        Frozen pretrained backbones are not copied: they are reloaded from their package or folder.
+        """
+        from safetensors.torch import save
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, kind in self.kinds.items():
+            self.config.modalities[name].stats = kind.state()
+        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        write_bytes_atomic(directory / WEIGHTS_NAME, save(state, metadata={"format": FORMAT}))
+        write_json_atomic(directory / CONFIG_NAME, {"format": FORMAT, "config": self.config.to_dict()})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> OmniModel:
+        """Load a model saved by :meth:`save`; needs no training code. Returns it in eval mode."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg_path = directory / CONFIG_NAME
+        if not cfg_path.exists() or not (directory / WEIGHTS_NAME).exists():
+            raise OmnibindError(
+                f"{directory} is not an omnibind model: expected {CONFIG_NAME} and {WEIGHTS_NAME} in it "
+                "(a run directory holds the model in its 'model/' folder)"
+            )
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise OmnibindError(f"{cfg_path}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
+        model = cls(config_from_dict(meta["config"]))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        model.eval()
+        return model

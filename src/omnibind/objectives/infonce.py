@@ -1,0 +1,132 @@
+"""Symmetric InfoNCE (CLIP) over all pairs of modalities, or over a star around one anchor modality."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from omnibind.objectives.base import OBJECTIVES, Objective
+from omnibind.objectives.functional import (
+    as_scale,
+    connected_zero,
+    diagonal_cross_entropy,
+    pair_rows,
+    prepare,
+)
+from omnibind.types import Embeddings, LossOutput
+
+
+def infonce_loss(
+    embeddings: Embeddings,
+    present: Tensor | None,
+    logit_scale: Tensor | float,
+    pairs: str = "all",
+) -> LossOutput:
+    """Symmetric InfoNCE averaged over ordered pairs of modalities, ignoring absent items.
+
+    The term of the ordered pair (i, j) uses only the rows R where both i and j are present:
+    ``CE(s * E_i[R] @ E_j[R].T, diagonal)``. An absent item is never an anchor, a positive or a
+    negative. A pair with fewer than 2 such rows is skipped (one row has no negative, so its term would
+    be a constant 0). The loss is the mean of the kept terms; with two modalities and every item present
+    this is exactly open_clip's ``ClipLoss``. Note that the "CLIP" baseline of the Symile experiments is
+    the *sum* of the pairwise symmetric losses, so it is ``M * (M - 1) / 2`` times ours when every
+    pair is kept.
+
+    Args:
+        embeddings: modality name -> ``[N, D]`` rows (normalise them first; the loss does not).
+        present: ``bool[N, M]``, column m for the m-th key of ``embeddings``; None means all present.
+        logit_scale: the multiplier ``s`` (already exponentiated), a float or a 0-dim tensor.
+        pairs: ``"all"`` for every ordered pair ``i != j``, or a modality name for a star around that
+            anchor: the pairs ``(anchor, j)`` and ``(j, anchor)`` (ImageBind / LanguageBind style).
+
+    Inputs:
+        embeddings[name]: ``[N, D]``; present: ``bool[N, M]``; logit_scale: ``[]``.
+
+    Returns:
+        LossOutput with ``loss`` the scalar mean over kept ordered pairs, ``terms`` one float per kept
+        ordered pair named ``"a->b"``, and ``count`` the number of kept ordered pairs (0: loss is a
+        zero attached to the graph).
+
+    References:
+        Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (CLIP),
+        ICML 2021; van den Oord et al., "Representation Learning with Contrastive Predictive Coding",
+        2018; Girdhar et al., "ImageBind: One Embedding Space To Bind Them All", CVPR 2023 (star).
+
+    Example:
+        >>> import torch
+        >>> from omnibind.objectives import infonce_loss
+        >>> x = torch.nn.functional.normalize(torch.randn(3, 8, 16), dim=-1)
+        >>> emb = {"image": x[0], "text": x[1], "audio": x[2]}
+        >>> present = torch.ones(8, 3, dtype=torch.bool)
+        >>> present[0, 2] = False  # row 0 has no audio
+        >>> out = infonce_loss(emb, present, logit_scale=1 / 0.07, pairs="image")
+        >>> out.count  # image->text, text->image, image->audio, audio->image
+        4
+    """
+    names, tensors, mask = prepare(embeddings, present)
+    if pairs == "all":
+        unordered = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    elif pairs in names:
+        anchor = names.index(pairs)
+        unordered = [(anchor, j) for j in range(len(names)) if j != anchor]
+    else:
+        raise ValueError(f"pairs must be 'all' or a modality name ({', '.join(names)}); got {pairs!r}")
+
+    scale = as_scale(logit_scale, tensors[0])
+    losses: list[Tensor] = []
+    terms: dict[str, float] = {}
+    for i, j in unordered:
+        rows = pair_rows(mask, i, j)
+        if rows.numel() < 2:
+            continue
+        logits = scale * tensors[i][rows] @ tensors[j][rows].T  # [R, R], row = item of i
+        for a, b, lg in ((i, j, logits), (j, i, logits.T)):
+            term = diagonal_cross_entropy(lg)
+            losses.append(term)
+            terms[f"{names[a]}->{names[b]}"] = float(term.detach())
+    if not losses:
+        return LossOutput(connected_zero(tensors), {}, 0)
+    return LossOutput(torch.stack(losses).mean(), terms, len(losses))
+
+
+@OBJECTIVES.register("infonce")
+class InfoNCE(Objective):
+    """Symmetric InfoNCE (CLIP) objective; see :func:`infonce_loss`.
+
+    Args:
+        pairs: ``"all"`` (every ordered pair of modalities) or the name of an anchor modality (star).
+
+    Inputs:
+        embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
+        generator: unused (the loss is deterministic).
+
+    Returns:
+        LossOutput, as :func:`infonce_loss`.
+
+    References:
+        Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", 2021.
+
+    Example:
+        >>> import torch
+        >>> from omnibind.objectives import create_objective
+        >>> objective = create_objective("infonce", pairs="all")
+        >>> x = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=-1)
+        >>> out = objective({"a": x[0], "b": x[1]}, None, torch.tensor(10.0))
+        >>> out.count
+        2
+    """
+
+    joint_similarity = "sum"
+
+    def __init__(self, pairs: str = "all") -> None:
+        super().__init__()
+        self.pairs = pairs
+
+    def forward(  # type: ignore[override]
+        self,
+        embeddings: Embeddings,
+        present: Tensor | None,
+        logit_scale: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> LossOutput:
+        return infonce_loss(embeddings, present, logit_scale, pairs=self.pairs)

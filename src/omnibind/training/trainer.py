@@ -1,0 +1,235 @@
+"""The training loop, readable top to bottom.
+
+``train(cfg, run_dir)`` loads and checks the data (before anything is written), builds the model and the
+objective, and runs AdamW with warm-up + cosine decay and gradient clipping. Each step is::
+
+    batch = train_set.batch(order[...])                      # index gather: data is prepared once
+    embeddings = model.encode(batch)                         # {modality: [B, D]}, present rows only
+    out = objective(embeddings, batch.present, model.logit_scale, generator)
+    out.loss.backward(); clip; optimizer.step(); scheduler.step(); model.clamp_logit_scale()
+
+Validation, checkpoints, the metrics log, early stopping and the progress bar happen between steps. The
+data order of epoch ``e`` depends only on ``(seed, e)``, and the checkpoint holds every RNG state, so a
+run killed at any moment and resumed with ``resume=True`` ends with the same weights as an uninterrupted
+run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from omnibind.config import RunConfig
+from omnibind.data.dataset import Dataset
+from omnibind.data.loading import build_kinds, build_splits, save_skipped
+from omnibind.errors import OmnibindError
+from omnibind.evaluation.evaluate import validation_metrics
+from omnibind.io import write_text_atomic
+from omnibind.model import OmniModel
+from omnibind.objectives import create_objective
+from omnibind.training.callbacks import Callback, EarlyStopping, MetricsLog, ProgressBar, read_history
+from omnibind.training.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from omnibind.training.optim import param_groups, warmup_cosine
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    model: OmniModel
+    steps: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
+    """The item order of one epoch: a permutation that depends only on ``(seed, epoch)``."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(size, generator=gen)
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> Path:
+    ckpt = run_dir / "checkpoints" / CHECKPOINT_NAME
+    if resume and not ckpt.exists():
+        raise OmnibindError(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
+    if not resume and ((run_dir / "model").exists() or ckpt.exists()):
+        raise OmnibindError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out "
+            "(nothing was overwritten)"
+        )
+    return ckpt
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    callbacks: list[Callback] | None = None,
+) -> TrainResult:
+    """Train an :class:`OmniModel` as ``cfg`` says and save it to ``run_dir/model``.
+
+    Args:
+        cfg: the validated run config.
+        run_dir: output folder: ``model/``, ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``,
+            ``skipped.jsonl`` (if rows were skipped).
+        resume: continue from ``run_dir/checkpoints/checkpoint.pt``.
+        callbacks: extra callbacks after the built-in ones.
+
+    Returns:
+        :class:`TrainResult` with the trained model (the best one when early stopping is on).
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = _check_run_dir(run_dir, resume)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+
+    # Data first: a bad record stops the run before anything is written.
+    kinds = build_kinds(cfg)
+    splits = build_splits(cfg, kinds, wanted=("train", "val"), progress=tc.progress)
+    if "train" not in splits.datasets:
+        raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
+    train_set: Dataset = splits.datasets["train"]
+    val_set: Dataset | None = splits.datasets.get("val")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_skipped(splits, run_dir)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    torch.manual_seed(tc.seed)
+    model = OmniModel(cfg)
+    objective = create_objective(cfg.objective.name, **cfg.objective.options)
+    optimizer = torch.optim.AdamW(param_groups([model, objective], tc.weight_decay), lr=tc.lr)
+    batch_size = min(tc.batch_size, len(train_set))
+    steps_per_epoch = max(1, len(train_set) // batch_size)
+    total = steps_per_epoch * tc.epochs
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    scheduler = warmup_cosine(optimizer, tc.warmup_steps, total)
+    sampler = torch.Generator().manual_seed(tc.seed + 1)  # the objective's negatives (Symile O(N))
+    stopper = (
+        EarlyStopping(tc.early_stopping_metric, tc.early_stopping_patience, tc.early_stopping_mode)
+        if tc.early_stopping_metric
+        else None
+    )
+    eval_every = tc.eval_every or steps_per_epoch
+    ckpt_every = tc.checkpoint_every or steps_per_epoch
+
+    step = 0
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.set_state(state["sampler"])
+        set_rng_state(state["rng"])
+        if stopper is not None and state.get("early_stopping"):
+            stopper.load_state(state["early_stopping"])
+        step = int(state["step"])
+
+    events: list[Callback] = [
+        ProgressBar(tc.progress),
+        MetricsLog(run_dir / "metrics.jsonl"),
+        *(callbacks or []),
+    ]
+    for cb in events:
+        cb.on_start(total, step)
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "objective": objective.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler": sampler.get_state(),
+                "rng": rng_state(),
+                "early_stopping": stopper.state() if stopper else None,
+            },
+        )
+
+    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    stopped_early = False
+    data_time = step_time = 0.0
+    start_step = step
+    while step < total and not stopped_early:
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = epoch_order(tc.seed, epoch, len(train_set))
+        for i in range(offset, steps_per_epoch):
+            t0 = time.perf_counter()
+            batch = train_set.batch(order[i * batch_size : (i + 1) * batch_size])
+            t1 = time.perf_counter()
+            model.train()
+            embeddings = model.encode(batch)  # {modality: [B, D]}
+            out = objective(embeddings, batch.present, model.logit_scale, generator=sampler)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in optimizer.param_groups for p in g["params"]], tc.grad_clip
+                )
+            optimizer.step()
+            scheduler.step()
+            model.clamp_logit_scale()
+            step += 1
+            t2 = time.perf_counter()
+            data_time += t1 - t0
+            step_time += t2 - t0
+            logs = {
+                "epoch": epoch,
+                "train/loss": float(out.loss),
+                "lr": scheduler.get_last_lr()[0],
+                "logit_scale": float(model.logit_scale),
+                "items_per_s": len(batch) / max(t2 - t0, 1e-9),
+                "data_wait": (t1 - t0) / max(t2 - t0, 1e-9),
+            }
+            for cb in events:
+                cb.on_step(step, logs)
+            if val_set is not None and (step % eval_every == 0 or step == total):
+                metrics = validation_metrics(model, val_set, cfg.eval)
+                for cb in events:
+                    cb.on_validate(step, metrics)
+                if stopper is not None:
+                    if stopper.update(metrics):
+                        model.save(run_dir / "model")
+                    stopped_early = stopper.should_stop
+            if step % ckpt_every == 0 or step == total or stopped_early:
+                checkpoint()
+            if step >= total or stopped_early:
+                break
+
+    for cb in events:
+        cb.on_end()
+    if stopper is None or not (run_dir / "model").exists():
+        model.save(run_dir / "model")
+    else:
+        model = OmniModel.load(run_dir / "model")
+    timing = {
+        "steps_timed": float(step - start_step),
+        "data_wait_fraction": data_time / step_time if step_time else 0.0,
+        "items_per_s": ((step - start_step) * batch_size) / step_time if step_time else 0.0,
+    }
+    return TrainResult(
+        run_dir=run_dir,
+        model=model,
+        steps=step,
+        stopped_early=stopped_early,
+        history=read_history(run_dir / "metrics.jsonl"),
+        timing=timing,
+    )
