@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,12 +232,35 @@ def _check_keys(section: str, given: dict[str, Any], cls: type) -> None:
             )
 
 
+def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
+    """Check a scalar against its field type; YAML reads ``3e-4`` as a string, so numbers are parsed."""
+    if value is None or hint not in (int, float, bool, str):
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    elif hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"config key '{section}.{key}' expects {hint.__name__}, got {value!r}")
+
+
 def _section(section: str, given: Any, cls: type) -> Any:
     if given is None:
         return cls()
     if not isinstance(given, dict):
         raise ConfigError(f"config section '{section}' must be a mapping, got {type(given).__name__}")
     _check_keys(section, given, cls)
+    hints = typing.get_type_hints(cls)
+    given = {k: _coerce(section, k, v, hints.get(k)) for k, v in given.items()}
     try:
         return cls(**given)
     except TypeError as exc:

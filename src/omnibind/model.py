@@ -169,7 +169,7 @@ class OmniModel(nn.Module):
             "dim": self.dim,
             "objective": self.config.objective.name,
             "joint_similarity": self.joint_similarity,
-            "logit_scale": float(self.logit_scale),
+            "logit_scale": float(self.logit_scale.detach()),
             "modalities": mods,
             "parameters": sum(p.numel() for p in self.parameters()),
         }

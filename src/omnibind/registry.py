@@ -17,6 +17,8 @@ T = TypeVar("T")
 def nearest(name: str, choices: list[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    if not close:  # "lr_rate" -> "lr": a choice that starts the name, or that the name starts
+        close = [c for c in choices if len(c) > 1 and (name.startswith(c) or c.startswith(name))][:1]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -90,15 +90,16 @@ def test_deterministic_in_eval_mode(name: str) -> None:
 
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_rows_do_not_depend_on_their_batch(name: str) -> None:
+    # Not bit-identical: CPU matmul kernels sum one row in a different order than many (~1e-7 here).
     encoder, x = _build(name)
     encoder.eval()
     with torch.no_grad():
         batch = encoder(x)
         for i in range(5):
             alone = encoder(_rows(x, [i]))
-            torch.testing.assert_close(alone[0], batch[i], atol=1e-6, rtol=0)
+            torch.testing.assert_close(alone[0], batch[i], atol=1e-6, rtol=1e-6)
         shuffled = encoder(_rows(x, [4, 2, 0, 3, 1]))
-    torch.testing.assert_close(shuffled, batch[[4, 2, 0, 3, 1]], atol=1e-6, rtol=0)
+    torch.testing.assert_close(shuffled, batch[[4, 2, 0, 3, 1]], atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())
@@ -126,7 +127,9 @@ def test_every_constructor_argument_is_documented(name: str) -> None:
     params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
     assert params[0].name == "input_shape"
     for p in params[1:]:
-        assert p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty, f"option '{p.name}' needs a default"
+        assert p.kind is p.POSITIONAL_OR_KEYWORD and p.default is not p.empty, (
+            f"option '{p.name}' needs a default"
+        )
     undocumented = {p.name for p in params} - _documented_args(inspect.getdoc(cls) or "")
     assert not undocumented, f"{name}: undocumented arguments {sorted(undocumented)}"
 

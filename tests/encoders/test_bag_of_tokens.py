@@ -18,11 +18,16 @@ def test_words_lowercases_and_splits_on_non_alphanumerics() -> None:
 
 
 def test_hash_is_stable_across_processes() -> None:
-    code = "from omnibind.encoders.builtin.bag_of_tokens import hash_words; print(hash_words('a red circle', 8192))"
+    code = (
+        "from omnibind.encoders.builtin.bag_of_tokens import hash_words; "
+        "print(hash_words('a red circle', 8192))"
+    )
     outputs = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        outputs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout)
+        outputs.add(
+            subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+        )
     assert outputs == {str(hash_words("a red circle", 8192)) + "\n"}
     assert len(hash_words("a red circle", 8192)) == 3 + 2  # unigrams + bigrams
     assert len(hash_words("a red circle", 8192, bigrams=False)) == 3

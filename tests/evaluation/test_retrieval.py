@@ -35,7 +35,7 @@ RELEVANT = torch.tensor(
 
 
 def test_rank_metrics_hand_computed_optimistic():
-    m = rank_metrics(SCORES, RELEVANT, ks=(1, 2))
+    m = rank_metrics(SCORES, RELEVANT, ks=(1, 2), ties="optimistic")
     assert m["n"] == 3
     assert m["r@1"] == pytest.approx(1 / 3)
     assert m["r@2"] == pytest.approx(1.0)
@@ -196,8 +196,11 @@ def test_shuffled_targets_and_label_relevance():
     emb, present = _one_hot_set()
     ids = list(range(6))
     emb["b"] = emb["b"][torch.tensor([1, 0, 3, 2, 5, 4])]  # swap within pairs
-    out = evaluate_retrieval(emb, present, ids, relevance="item", joint=False)
+    out = evaluate_retrieval(emb, present, ids, relevance="item", joint=False, ties="optimistic")
     assert out["a->b"]["r@1"] == 0.0 and out["a->b"]["median_rank"] == 2.0
+    # pessimistic (default): the 4 other targets tie with the relevant one at 0 and rank above it
+    out = evaluate_retrieval(emb, present, ids, relevance="item", joint=False)
+    assert out["a->b"]["r@1"] == 0.0 and out["a->b"]["median_rank"] == 6.0
     assert out["a->c"]["r@1"] == 1.0
     labels = [0, 0, 1, 1, 2, 2]  # the swaps stay within a label
     out = evaluate_retrieval(emb, present, ids, labels=labels, joint=False)  # auto -> label

@@ -53,7 +53,9 @@ def test_all_pairs_is_mean_over_ordered_pairs():
     torch.testing.assert_close(out.loss, torch.stack(directed).mean(), rtol=0, atol=1e-12)
     assert out.count == 6
     # The Symile experiments' CLIP baseline is the sum of the 3 symmetric pair losses = 3 x ours.
-    symmetric_sum = sum((_ce(x[i], x[j], 7.0) + _ce(x[j], x[i], 7.0)) / 2 for i, j in [(0, 1), (0, 2), (1, 2)])
+    symmetric_sum = sum(
+        (_ce(x[i], x[j], 7.0) + _ce(x[j], x[i], 7.0)) / 2 for i, j in [(0, 1), (0, 2), (1, 2)]
+    )
     torch.testing.assert_close(3 * out.loss, symmetric_sum, rtol=0, atol=1e-12)
 
 
@@ -98,7 +100,7 @@ def test_absent_rows_never_matter():
         results.append((out.loss.detach(), [t.grad for t in leaves.values()]))
     for loss, grads in results[1:]:
         assert torch.equal(loss, results[0][0])
-        for grad, ref in zip(grads, results[0][1]):
+        for grad, ref in zip(grads, results[0][1], strict=True):
             assert torch.equal(grad, ref)
 
 

@@ -19,7 +19,9 @@ def _batch(dtype, n=12, m=3, d=8, seed=0):
         if mask[row].sum() < 2:
             mask[row, :2] = True
     mask[5] = torch.tensor([True, False, True])  # at least one absent item
-    emb = {name: torch.where(mask[:, k, None], x[k], 0.0).requires_grad_(True) for k, name in enumerate(names)}
+    emb = {
+        name: torch.where(mask[:, k, None], x[k], 0.0).requires_grad_(True) for k, name in enumerate(names)
+    }
     return emb, mask
 
 

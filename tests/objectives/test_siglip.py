@@ -60,13 +60,13 @@ def test_absent_rows_never_matter():
     results = []
     for fill in (0.0, float("nan")):
         leaves = [torch.where(mask[:, k, None], x[k], fill).requires_grad_(True) for k in range(3)]
-        out = siglip_loss(dict(zip("abc", leaves)), mask, 10.0, -10.0)
+        out = siglip_loss(dict(zip("abc", leaves, strict=True)), mask, 10.0, -10.0)
         out.loss.backward()
         for k in range(3):
             assert torch.all(leaves[k].grad[~mask[:, k]] == 0)
         results.append((out.loss.detach(), [t.grad for t in leaves]))
     assert torch.equal(results[0][0], results[1][0])
-    for grad, ref in zip(results[1][1], results[0][1]):
+    for grad, ref in zip(results[1][1], results[0][1], strict=True):
         assert torch.equal(grad, ref)
 
 

@@ -43,7 +43,7 @@ def test_matches_reference_float64(filename, mode):
     out = symile_loss(emb, None, scale, negatives=MODES[mode], permutations=perms)
     expected = case["expected"]
     assert abs(out.loss.item() - expected["loss"]) < 1e-10
-    for name, value in zip(names, expected["loss_per_anchor"]):
+    for name, value in zip(names, expected["loss_per_anchor"], strict=True):
         assert abs(out.terms[f"anchor/{name}"] - value) < 1e-10
     assert out.count == len(names)
     if mode == "n":
@@ -77,8 +77,12 @@ def test_two_modalities_n2_is_clip():
     assert abs(out.terms["anchor/image"] - expected["loss_image_to_text"]) < 1e-10
     assert abs(out.terms["anchor/text"] - expected["loss_text_to_image"]) < 1e-10
     out.loss.backward()
-    torch.testing.assert_close(a.grad, torch.tensor(expected["grad_image_features"], dtype=torch.float64), rtol=0, atol=1e-10)
-    torch.testing.assert_close(b.grad, torch.tensor(expected["grad_text_features"], dtype=torch.float64), rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        a.grad, torch.tensor(expected["grad_image_features"], dtype=torch.float64), rtol=0, atol=1e-10
+    )
+    torch.testing.assert_close(
+        b.grad, torch.tensor(expected["grad_text_features"], dtype=torch.float64), rtol=0, atol=1e-10
+    )
 
 
 # ---- missing modalities: compare with a literal, loop-by-loop reading of the definition ----
@@ -97,7 +101,7 @@ def _naive(tensors, mask, scale, negatives, perms):
 
             def score(rows, a=a, i=i, others=others):
                 product = tensors[i][a].clone()
-                for j, k in zip(others, rows):
+                for j, k in zip(others, rows, strict=True):
                     product = product * tensors[j][k]
                 return scale * product.sum()
 
@@ -111,7 +115,7 @@ def _naive(tensors, mask, scale, negatives, perms):
                     rows = [int(perms[(i, j)][c]) for j in others]
                     if c == a:
                         logits.append(positive)
-                    elif all(mask[k, j] for j, k in zip(others, rows)):
+                    elif all(mask[k, j] for j, k in zip(others, rows, strict=True)):
                         logits.append(score(rows))
             row_losses.append(torch.logsumexp(torch.stack(logits), 0) - positive)
         if row_losses:
@@ -167,7 +171,7 @@ def test_absent_rows_never_matter(negatives):
     for loss, grads in results[1:]:
         assert torch.isfinite(loss)
         torch.testing.assert_close(loss, results[0][0], rtol=0, atol=0)
-        for grad, ref in zip(grads, results[0][1]):
+        for grad, ref in zip(grads, results[0][1], strict=True):
             torch.testing.assert_close(grad, ref, rtol=0, atol=0)
 
 
@@ -222,7 +226,7 @@ def test_chunked_n2_equals_single_block(monkeypatch, m):
     monkeypatch.setattr(symile_module, "_CHUNK_ELEMENTS", 7)  # forces many recomputed blocks
     chunked_loss, chunked_grads = run()
     torch.testing.assert_close(chunked_loss, loss, rtol=0, atol=1e-12)
-    for grad, ref in zip(chunked_grads, grads):
+    for grad, ref in zip(chunked_grads, grads, strict=True):
         torch.testing.assert_close(grad, ref, rtol=0, atol=1e-12)
 
 

@@ -53,7 +53,9 @@ def lora(module: nn.Module, rank: int, targets: Sequence[str], alpha: float | No
     try:
         import peft
     except ImportError:
-        raise OmnibindError("LoRA needs the 'peft' package, which omnibind does not install: pip install peft") from None
+        raise OmnibindError(
+            "LoRA needs the 'peft' package, which omnibind does not install: pip install peft"
+        ) from None
     config = peft.LoraConfig(
         r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, target_modules=list(targets)
     )

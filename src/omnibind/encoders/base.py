@@ -5,14 +5,16 @@ An encoder turns the present rows of one modality into vectors; the model adds a
 same constructor and call::
 
     encoder = create_encoder("conv2d", (3, 32, 32), width=16)
-    h = encoder(x)          # x: Tensor [n, *input_shape] (or list[str] of length n for text) -> [n, output_dim]
+    h = encoder(x)  # x: Tensor [n, *input_shape], or list[str] of length n for text -> [n, output_dim]
 
 Input shapes by kind: image ``[C, H, W]``; audio log-mel ``[1, n_mels, frames]``; signal ``[C, L]``;
 tabular ``[n_columns]``; embedding ``[dim]``; text ``()`` (a batch is a list of strings).
 
 Rows are encoded independently: no encoder uses batch statistics (GroupNorm / LayerNorm, never BatchNorm),
 so in eval mode an item gets the same embedding whichever other items share its batch. That matters
-because encoders only ever see the present rows of a batch.
+because encoders only ever see the present rows of a batch. "The same" means up to float rounding: CPU
+matrix kernels sum in a different order for one row than for many, which moves outputs by up to ~1e-6
+(a plain ``nn.Linear`` already does); the contract tests hold every encoder to that tolerance.
 
 Frozen pretrained backbones are kept out of ``state_dict`` (so a saved model does not carry 90 MB copies
 of weights that anyone can reload from their package or folder): an encoder stores such a backbone with
@@ -27,7 +29,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from omnibind.errors import ConfigError
 from omnibind.registry import Registry, nearest

@@ -156,12 +156,13 @@ def _first_relevant_ranks(scores: Tensor, relevant: Tensor, ties: str) -> Tensor
         scores: ``[n, nt]``; relevant: ``bool[n, nt]``.
     """
     scores = scores.float()
-    best = scores.masked_fill(~relevant, float("-inf")).amax(dim=1, keepdim=True)  # [n, 1]
+    best = torch.where(relevant, scores, float("-inf")).amax(dim=1, keepdim=True)  # [n, 1]
     if ties == "optimistic":
-        above = (scores > best).sum(dim=1)
+        above = (scores > best).float().sum(dim=1)  # float sum: faster than summing bools as int64
     else:  # pessimistic: every non-relevant target scored equal to the best relevant one ranks above it
-        above = ((scores >= best) & ~relevant).sum(dim=1)
-    return torch.where(relevant.any(dim=1), above + 1, torch.zeros_like(above))
+        above = ((scores >= best) & ~relevant).float().sum(dim=1)
+    has_relevant = best.squeeze(1) > float("-inf")
+    return torch.where(has_relevant, above.long() + 1, 0)
 
 
 def _summarise(ranks: Tensor, ks: Sequence[int]) -> dict[str, float]:
@@ -181,15 +182,14 @@ def rank_metrics(
     scores: Tensor,
     relevant: Tensor,
     ks: Sequence[int] = (1, 5, 10),
-    ties: str = "optimistic",
+    ties: str = "pessimistic",
     chunk_size: int = _CHUNK,
 ) -> dict[str, float]:
     """Recall at K, mean reciprocal rank and median rank of the first relevant target.
 
-    A target ranks above the query's best relevant target only if its score is strictly higher
-    (``ties="optimistic"``, the default). ``ties="pessimistic"`` also puts every non-relevant target with an
-    equal score above it. Beware that under optimistic ties a collapsed model (all scores equal) scores
-    R@1 = 1; compare with ``ties="pessimistic"`` when in doubt.
+    With ``ties="pessimistic"`` (the default) every non-relevant target whose score equals or exceeds the
+    query's best relevant target ranks above it, so a collapsed model (all scores equal) scores what it
+    deserves, not R@1 = 1. ``ties="optimistic"`` counts only strictly higher scores.
 
     Args:
         scores: similarity of each query to each target.
@@ -294,7 +294,7 @@ def evaluate_retrieval(
     joint: bool = True,
     max_joint: int | None = None,
     ks: Sequence[int] = (1, 5, 10),
-    ties: str = "optimistic",
+    ties: str = "pessimistic",
 ) -> dict[str, dict[str, float]]:
     """Retrieval metrics for every ordered pair of modalities and every composed query.
 

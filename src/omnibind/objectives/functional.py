@@ -50,6 +50,8 @@ def prepare(
                 f"present has shape {tuple(present.shape)}; expected [N, M] = [{n}, {len(names)}]"
             )
         mask = present.to(device=first.device, dtype=torch.bool)
+    if present is None or bool(mask.all()):
+        return names, [embeddings[name] for name in names], mask
     tensors = [zero_absent(embeddings[name], mask[:, m]) for m, name in enumerate(names)]
     return names, tensors, mask
 

@@ -150,6 +150,8 @@ def _permutations(
 
 def _pattern_groups(mask: Tensor, rows: Tensor, anchor: int) -> list[tuple[Tensor, list[int]]]:
     """Split anchor rows by presence pattern: ``[(row indices, present non-anchor modalities)]``."""
+    if bool(mask[rows].all()):  # the common all-present batch: one group, no sorting
+        return [(rows, [j for j in range(mask.shape[1]) if j != anchor])]
     patterns, inverse = torch.unique(mask[rows], dim=0, return_inverse=True)  # [P, M], [g]
     groups = []
     for k, pattern in enumerate(patterns.tolist()):
@@ -175,12 +177,13 @@ def _rows_n(
         raise ValueError(f"permutations lack the pair (anchor, other) = {err.args[0]}") from None
     shuffled = tensors[others[0]][perm[0]]  # [N, D] product of the shuffled non-anchor rows
     valid = mask[perm[0], others[0]]  # [N] every component of column c present
-    for j, p in zip(others[1:], perm[1:]):
+    for j, p in zip(others[1:], perm[1:], strict=True):
         shuffled = shuffled * tensors[j][p]
         valid = valid & mask[p, j]
     x = tensors[anchor][rows]  # [g, D]
     logits = scale * x @ shuffled.T  # [g, N]
-    logits = logits.masked_fill(~valid[None, :], float("-inf"))
+    if not bool(valid.all()):  # skip the extra [g, N] copy when every column is valid
+        logits = logits.masked_fill(~valid[None, :], float("-inf"))
     positive = scale * mip([x] + [tensors[j][rows] for j in others])  # [g]
     diagonal = torch.arange(n, device=rows.device)[None, :] == rows[:, None]  # [g, N]
     logits = torch.where(diagonal, positive[:, None], logits)
@@ -196,7 +199,8 @@ def _rows_n2(
 ) -> Tensor:
     """Per-row losses ``[g]`` over every tuple of present candidate rows of the other modalities."""
     x = tensors[anchor][rows]  # [g, D]
-    candidates = [tensors[j][mask[:, j]] for j in others]  # [C_j, D] present rows only
+    full = bool(mask.all())
+    candidates = [tensors[j] if full else tensors[j][mask[:, j]] for j in others]  # [C_j, D] present
     positive = scale * mip([x] + [tensors[j][rows] for j in others])  # [g]
     return _tuple_logsumexp(x, candidates, scale) - positive
 
@@ -215,9 +219,7 @@ def _tuple_logsumexp(x: Tensor, candidates: list[Tensor], scale: Tensor) -> Tens
     first_len = lead[0].shape[0] if lead else 1
     row_block = max(1, _CHUNK_ELEMENTS // (first_len * width))
     first_block = first_len if row_block > 1 else max(1, _CHUNK_ELEMENTS // width)
-    blocks = [
-        (r, f) for r in range(0, x.shape[0], row_block) for f in range(0, first_len, first_block)
-    ]
+    blocks = [(r, f) for r in range(0, x.shape[0], row_block) for f in range(0, first_len, first_block)]
     recompute = len(blocks) > 1 and torch.is_grad_enabled()
     out = []
     for r in range(0, x.shape[0], row_block):
@@ -287,6 +289,4 @@ class Symile(Objective):
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
     ) -> LossOutput:
-        return symile_loss(
-            embeddings, present, logit_scale, negatives=self.negatives, generator=generator
-        )
+        return symile_loss(embeddings, present, logit_scale, negatives=self.negatives, generator=generator)

@@ -195,7 +195,7 @@ def train(
                 "epoch": epoch,
                 "train/loss": float(out.loss),
                 "lr": scheduler.get_last_lr()[0],
-                "logit_scale": float(model.logit_scale),
+                "logit_scale": float(model.logit_scale.detach()),
                 "items_per_s": len(batch) / max(t2 - t0, 1e-9),
                 "data_wait": (t1 - t0) / max(t2 - t0, 1e-9),
             }

@@ -34,7 +34,7 @@ def hash_words(text: str, buckets: int, bigrams: bool = True, offset: int = 0) -
     tokens = words(text)
     if bigrams:
         # A unigram never contains a space, so "a b" cannot collide with a unigram by construction.
-        tokens = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+        tokens = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
     return [hash_token(t, buckets, offset) for t in tokens]
 
 

@@ -57,7 +57,8 @@ class Conv2dEncoder(Encoder):
         check_rank("conv2d", input_shape, 3, "[C, H, W]")
         widths = _widths(width, depth, "conv2d")
         ins = [input_shape[0], *widths[:-1]]
-        self.stages = nn.Sequential(*(_stage(nn.Conv2d, a, b, 3) for a, b in zip(ins, widths)))
+        stages = (_stage(nn.Conv2d, a, b, 3) for a, b in zip(ins, widths, strict=True))
+        self.stages = nn.Sequential(*stages)
         self.output_dim = widths[-1]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -97,7 +98,8 @@ class Conv1dEncoder(Encoder):
         check_rank("conv1d", input_shape, 2, "[C, L]")
         widths = _widths(width, depth, "conv1d")
         ins = [input_shape[0], *widths[:-1]]
-        self.stages = nn.Sequential(*(_stage(nn.Conv1d, a, b, kernel_size) for a, b in zip(ins, widths)))
+        stages = (_stage(nn.Conv1d, a, b, kernel_size) for a, b in zip(ins, widths, strict=True))
+        self.stages = nn.Sequential(*stages)
         self.output_dim = widths[-1]
 
     def forward(self, x: Tensor) -> Tensor:

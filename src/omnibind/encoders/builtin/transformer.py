@@ -65,7 +65,9 @@ class TransformerEncoder(Encoder):
         layer = nn.TransformerEncoderLayer(
             width, heads, 4 * width, dropout, activation="gelu", batch_first=True, norm_first=True
         )
-        self.layers = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+        self.layers = nn.TransformerEncoder(
+            layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False
+        )
         self.output_dim = width
 
     def token_ids(self, texts: list[str]) -> Tensor:

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omnibind.encoders.adapt import freeze as freeze_module
-from omnibind.encoders.adapt import lora, unfreeze_last
+from omnibind.encoders.adapt import lora
+from omnibind.encoders.adapt import unfreeze_last as unfreeze_last_blocks
 from omnibind.encoders.base import ENCODERS, Encoder, check_rank
 from omnibind.errors import ConfigError
 
@@ -38,7 +39,7 @@ _POOLINGS = ("cls", "mean", "pooler")
 
 
 def load_backbone(path: str, config: dict[str, Any] | None) -> nn.Module:
-    """An ``AutoModel`` from a local folder, or randomly initialised from a config dict with ``model_type``."""
+    """An ``AutoModel`` from a local folder, or randomly initialised from a dict with ``model_type``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
 
@@ -49,7 +50,9 @@ def load_backbone(path: str, config: dict[str, Any] | None) -> nn.Module:
     if not config or "model_type" not in config:
         raise ConfigError("encoder 'hf' needs 'path' (a local model folder) or 'config' with a 'model_type'")
     options = {k: v for k, v in config.items() if k != "model_type"}
-    return transformers.AutoModel.from_config(transformers.AutoConfig.for_model(config["model_type"], **options))
+    return transformers.AutoModel.from_config(
+        transformers.AutoConfig.for_model(config["model_type"], **options)
+    )
 
 
 @ENCODERS.register("hf")
@@ -65,7 +68,8 @@ class HFEncoder(Encoder):
             (the model's ``pooler_output``).
         unfreeze_last: with ``freeze``, let the last this many transformer layers train.
         lora_rank: with ``freeze``, add LoRA adapters of this rank (needs ``peft``); 0 means none.
-        lora_targets: names of the linear layers that get adapters.
+        lora_targets: name suffixes of the linear layers that get adapters (the defaults cover BERT's
+            ``query``/``value`` and the ``q_proj``/``v_proj`` of transformers 5 ViT and AST).
         max_tokens: text is cut to this many tokens.
 
     Inputs:
@@ -94,7 +98,7 @@ class HFEncoder(Encoder):
         pooling: str = "mean",
         unfreeze_last: int = 0,
         lora_rank: int = 0,
-        lora_targets: tuple[str, ...] = ("query", "value"),
+        lora_targets: tuple[str, ...] = ("query", "value", "q_proj", "v_proj"),
         max_tokens: int = 128,
     ) -> None:
         super().__init__()
@@ -116,7 +120,7 @@ class HFEncoder(Encoder):
             self.hold_frozen("backbone", model)
         else:
             if freeze:
-                unfreeze_last(freeze_module(model), unfreeze_last)
+                unfreeze_last_blocks(freeze_module(model), unfreeze_last)
             if lora_rank > 0:
                 model = lora(model, lora_rank, lora_targets)
             self.backbone = model
@@ -126,7 +130,9 @@ class HFEncoder(Encoder):
         if self.input_name == "pixel_values":
             check_rank("hf", input_shape, 3, "[C, H, W] for an image backbone")
             if input_shape[0] not in (1, cfg.num_channels):
-                raise ConfigError(f"encoder 'hf': {input_shape[0]}-channel images, backbone wants {cfg.num_channels}")
+                raise ConfigError(
+                    f"encoder 'hf': {input_shape[0]}-channel images, backbone wants {cfg.num_channels}"
+                )
             size = cfg.image_size
             self.image_size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
             self.channels = int(cfg.num_channels)
@@ -164,7 +170,9 @@ class HFEncoder(Encoder):
             if x.shape[1] == 1 and self.channels == 3:
                 x = x.expand(-1, 3, -1, -1)
             if tuple(x.shape[-2:]) != self.image_size:
-                x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
+                x = F.interpolate(
+                    x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
+                )
             return {"pixel_values": ((x + 1) / 2 - self.image_mean) / self.image_std}  # [n, C, S, S]
         spec = x[:, 0].transpose(1, 2)  # [n, 1, mel, frames] -> [n, frames, mel]
         spec = spec[:, : self.frames]
@@ -192,7 +200,7 @@ class HFEncoder(Encoder):
 
 
 def _image_stats(path: str) -> tuple[list[float], list[float]]:
-    """``image_mean`` / ``image_std`` of the folder's preprocessor, else 0.5 / 0.5 (which keeps ``[-1, 1]``)."""
+    """The folder preprocessor's ``image_mean`` / ``image_std``, else 0.5 / 0.5 (which keeps ``[-1, 1]``)."""
     file = Path(path) / "preprocessor_config.json" if path else None
     if file is not None and file.is_file():
         pre = json.loads(file.read_text())

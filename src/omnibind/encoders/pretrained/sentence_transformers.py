@@ -1,4 +1,4 @@
-"""sentence-transformers text backbones: ``minilm`` (bundled, offline) and ``sentence_transformers`` (a folder).
+"""sentence-transformers backbones: ``minilm`` (bundled, offline) and ``sentence_transformers`` (a folder).
 
 sentence-transformers is imported when an encoder is built, never when omnibind is imported, and models
 load from local folders only (``HF_HUB_OFFLINE=1`` unless the caller set it otherwise).
@@ -81,7 +81,9 @@ class SentenceTransformerEncoder(Encoder):
         if batch_size < 1:
             raise ConfigError(f"encoder '{name}': batch_size must be >= 1, got {batch_size}")
         if unfreeze_last > 0 and not freeze:
-            raise ConfigError(f"encoder '{name}': unfreeze_last needs freeze=true (without it all layers train)")
+            raise ConfigError(
+                f"encoder '{name}': unfreeze_last needs freeze=true (without it all layers train)"
+            )
         self.backbone: nn.Module
         model = load_sentence_transformer(path)
         self.frozen = freeze and unfreeze_last <= 0
@@ -92,7 +94,9 @@ class SentenceTransformerEncoder(Encoder):
             if freeze:
                 unfreeze_last_blocks(freeze_module(model), unfreeze_last)
         self.batch_size = batch_size
-        self.output_dim = int(model.get_sentence_embedding_dimension())
+        # sentence-transformers 6 renamed the method; >= 3 is supported.
+        dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.output_dim = int(dim())
         self._cache: dict[str, Tensor] | None = {} if (self.frozen and cache) else None
         self.encoded = 0  # texts run through the backbone so far (a cache hit adds nothing)
 
@@ -101,7 +105,9 @@ class SentenceTransformerEncoder(Encoder):
         return "sentence_transformers"
 
     def _default_path(self) -> str:
-        raise ConfigError("encoder 'sentence_transformers' needs 'path', a local sentence-transformers folder")
+        raise ConfigError(
+            "encoder 'sentence_transformers' needs 'path', a local sentence-transformers folder"
+        )
 
     def _device(self) -> torch.device:
         return next(self.backbone.parameters()).device
@@ -130,7 +136,7 @@ class SentenceTransformerEncoder(Encoder):
         missing = [t for t in dict.fromkeys(texts) if t not in cache]  # distinct, in first-seen order
         if missing:
             with torch.no_grad():
-                for text, vector in zip(missing, self._embed(missing).cpu()):
+                for text, vector in zip(missing, self._embed(missing).cpu(), strict=True):
                     cache[text] = vector
         if not texts:
             return torch.zeros(0, self.output_dim, device=self._device())

@@ -1,0 +1,40 @@
+"""Helpers shared by tests: tiny configs over built-in data, the shared data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_data(name: str) -> Path:
+    """Path of a folder of ``../shared/data``; skips the test with a clear message when it is absent."""
+    path = SHARED / "data" / name
+    if not path.exists():
+        pytest.skip(f"shared data folder {path} is absent (it sits beside the repository in CI)")
+    return path
+
+
+def tiny_shapes_config(objective: str = "symile", n: int = 240, epochs: int = 2, **train: object) -> dict:
+    """A raw config dict for a few quick steps on the shapes data."""
+    return {
+        "modalities": {
+            "image": {"kind": "image", "size": 16, "encoder": {"name": "conv2d", "width": 8}},
+            "caption": {"kind": "text", "encoder": {"name": "bag_of_tokens", "width": 16, "buckets": 512}},
+            "sound": {"kind": "audio", "sample_rate": 8000, "seconds": 0.25, "n_mels": 16, "n_fft": 128},
+            "table": {"kind": "tabular", "columns": ["width", "height", "x", "y"]},
+        },
+        "data": {"source": f"builtin:shapes?n={n}&missing=0.2&image_size=16&seconds=0.25"},
+        "model": {"dim": 16},
+        "objective": {"name": objective},
+        "train": {"epochs": epochs, "batch_size": 32, "lr": 0.003, "warmup_steps": 2, "progress": False,
+                  **train},
+        "eval": {
+            "zero_shot": [
+                {"name": "shape_colour", "fields": ["shape", "colour"], "text": "caption",
+                 "prompts": ["a {colour} {shape}"], "targets": ["image"]}
+            ]
+        },
+    }
