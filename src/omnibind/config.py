@@ -90,12 +90,15 @@ class ModelConfig:
 
     Attributes:
         dim: width D of the shared embedding space.
+        projection: the map from each encoder's output to D: ``linear`` (default), ``mlp`` (one hidden
+            layer of width 2D) or ``none`` (the encoder's output is the embedding; its width must be D).
         logit_scale_init: initial log of the logit scale (ln(1/0.07), CLIP's value).
         logit_scale_max: the log scale is clamped to at most this after every step (ln 100).
         learn_logit_scale: whether the log scale is trained.
     """
 
     dim: int = 64
+    projection: str = "linear"
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = math.log(100.0)
     learn_logit_scale: bool = True
@@ -343,6 +346,8 @@ def _check_values(cfg: RunConfig) -> None:
         raise ConfigError(f"data.on_error must be 'stop' or 'skip', got {cfg.data.on_error!r}")
     if cfg.eval.relevance not in ("auto", "facts", "label", "item"):
         raise ConfigError(f"eval.relevance must be auto, facts, label or item, got {cfg.eval.relevance!r}")
+    if cfg.model.projection not in ("linear", "mlp", "none"):
+        raise ConfigError(f"model.projection must be linear, mlp or none, got {cfg.model.projection!r}")
     if cfg.model.dim < 1:
         raise ConfigError(f"model.dim must be a positive integer, got {cfg.model.dim}")
     if cfg.train.batch_size < 2:

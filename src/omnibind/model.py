@@ -31,6 +31,17 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def _projection(modality: str, in_dim: int, dim: int, style: str) -> nn.Module:
+    if style == "none":
+        if in_dim != dim:
+            raise OmnibindError(
+                f"model.projection is 'none' but the encoder of '{modality}' outputs {in_dim} values, "
+                f"not model.dim = {dim}; set the encoder's width to {dim} or use a projection"
+            )
+        return nn.Identity()
+    return Projection(in_dim, dim, hidden=2 * dim if style == "mlp" else 0)
+
+
 class OmniModel(nn.Module):
     """Encoders for every declared modality, projected to a shared width and L2-normalised.
 
@@ -66,7 +77,7 @@ class OmniModel(nn.Module):
                 options["freeze"] = spec.encoder.freeze
             encoder = create_encoder(enc_name, kind.input_shape(), **options)
             self.encoders[name] = encoder
-            self.projections[name] = Projection(encoder.output_dim, dim)
+            self.projections[name] = _projection(name, encoder.output_dim, dim, config.model.projection)
         self.log_logit_scale = nn.Parameter(
             torch.tensor(float(config.model.logit_scale_init)),
             requires_grad=config.model.learn_logit_scale,

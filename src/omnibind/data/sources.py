@@ -66,6 +66,21 @@ def parse_source(source: str) -> tuple[str, dict[str, Any]]:
     return name, opts
 
 
+def _keep_declared(records: list[Record], modalities: list[str]) -> list[Record]:
+    """A built-in source makes every modality it knows; keep the declared ones (and the items that have one).
+
+    Unlike a manifest, where an undeclared column is a mistake worth an error, a generator's extra
+    modalities are a choice of the config: declaring three of shapes' four modalities is fine.
+    """
+    kept = []
+    for rec in records:
+        values = {k: v for k, v in rec.values.items() if k in modalities}
+        if values:
+            rec.values = values
+            kept.append(rec)
+    return kept
+
+
 def load_source(
     source: str, root: str | None = None, modalities: list[str] | None = None, **extra: Any
 ) -> LoadedData:
@@ -94,7 +109,10 @@ def load_source(
                     f"builtin:{name} has no option '{key}'{nearest(key, list(params))}; "
                     f"options: {', '.join(params)}"
                 )
-        return fn(**opts)
+        loaded = fn(**opts)
+        if modalities is not None:
+            loaded.records = _keep_declared(loaded.records, modalities)
+        return loaded
     from omnibind.data.manifest import read_manifest
 
     return LoadedData(records=read_manifest(Path(source), modalities), name=Path(source).name)

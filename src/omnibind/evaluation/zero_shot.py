@@ -172,3 +172,32 @@ def prototypes(embs: Tensor, keys: Sequence[tuple[Any, ...]]) -> tuple[list[tupl
     assign = torch.tensor([index.setdefault(tuple(k), len(index)) for k in keys], dtype=torch.long)
     sums = torch.zeros(len(index), embs.shape[1], dtype=embs.dtype).index_add_(0, assign, embs)  # [C, D]
     return list(index), F.normalize(sums, dim=1)
+
+
+def candidate_accuracy(
+    query_embs: Sequence[Tensor], candidate_embs: Tensor, truth: Tensor, similarity: str = "sum"
+) -> dict[str, Any]:
+    """Accuracy of picking the true candidate from an explicit list, given one or more query modalities.
+
+    This is the Symile paper's XOR test ("pick b among all 2^d candidates given a and c"): the
+    candidates are every possible value of the target, scored with the model's joint similarity.
+
+    Inputs:
+        query_embs: one ``[n, D]`` tensor per query modality (same items in the same order).
+        candidate_embs: ``[C, D]``, one row per candidate.
+        truth: ``long[n]``, the index of each item's true candidate.
+
+    Returns:
+        ``{"accuracy", "n"}``; ties go to the lower candidate index (argmax).
+
+    Example:
+        >>> import torch
+        >>> e = torch.eye(3)
+        >>> candidate_accuracy([e], e, torch.tensor([0, 1, 2]))["accuracy"]
+        1.0
+    """
+    from omnibind.evaluation.retrieval import joint_scores
+
+    scores = joint_scores(list(query_embs), candidate_embs, similarity)  # [n, C]
+    hits = (scores.argmax(dim=1) == truth).float()
+    return {"accuracy": float(hits.mean()) if len(hits) else float("nan"), "n": int(len(hits))}

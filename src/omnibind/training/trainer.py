@@ -193,7 +193,7 @@ def train(
             step_time += t2 - t0
             logs = {
                 "epoch": epoch,
-                "train/loss": float(out.loss),
+                "train/loss": float(out.loss.detach()),
                 "lr": scheduler.get_last_lr()[0],
                 "logit_scale": float(model.logit_scale.detach()),
                 "items_per_s": len(batch) / max(t2 - t0, 1e-9),
