@@ -14,7 +14,7 @@ from torch import Tensor
 
 from omnibind.config import EvalConfig, ZeroShotConfig
 from omnibind.data.dataset import Dataset
-from omnibind.evaluation.retrieval import evaluate_retrieval
+from omnibind.evaluation.retrieval import evaluate_retrieval, joint_scores
 from omnibind.evaluation.zero_shot import class_keys, format_prompts, prototypes, zero_shot_accuracy
 from omnibind.model import OmniModel
 from omnibind.types import Embeddings
@@ -111,6 +111,44 @@ def zero_shot_metrics(
     return out
 
 
+def joint_fact_metrics(
+    embeddings: Embeddings, present: Tensor, dataset: Dataset, similarity: str
+) -> dict[str, dict[str, Any]]:
+    """How often a composed query retrieves a target with the right value of a *joint* fact.
+
+    A joint fact (``FactSpec.joint``) belongs to one modality (its owner) and can be read only from all
+    its other carriers together, like the XOR bits of ``builtin:shapes``. For each such fact the query
+    is the other carriers, the target the owner; the top-1 target is right when its value of the fact
+    equals the query item's. A model that cannot see the fact scores the chance level (given as
+    ``chance``: the share of the most common value among the targets).
+
+    Returns:
+        ``{"<fact>: <q1>+<q2>-><owner>": {"accuracy", "chance", "n"}}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    modalities = list(embeddings)
+    for fact, spec in (dataset.fact_specs or {}).items():
+        if not spec.joint or spec.owner not in embeddings:
+            continue
+        queries = [c for c in spec.carriers if c != spec.owner]
+        if any(q not in embeddings for q in queries) or not queries:
+            continue
+        cols = [modalities.index(q) for q in queries]
+        qrows = present[:, cols].all(dim=1).nonzero().squeeze(1)
+        trows = present[:, modalities.index(spec.owner)].nonzero().squeeze(1)
+        if qrows.numel() == 0 or trows.numel() == 0:
+            continue
+        values = [(f or {}).get(fact) for f in dataset.facts]
+        scores = joint_scores([embeddings[q][qrows] for q in queries], embeddings[spec.owner][trows], similarity)
+        top = trows[scores.argmax(dim=1)]
+        hits = [values[int(t)] == values[int(q)] for q, t in zip(qrows.tolist(), top.tolist())]
+        target_values = [values[int(t)] for t in trows.tolist()]
+        chance = max(target_values.count(v) for v in set(target_values)) / len(target_values)
+        key = f"{fact}: {'+'.join(queries)}->{spec.owner}"
+        out[key] = {"accuracy": sum(hits) / len(hits), "chance": chance, "n": len(hits)}
+    return out
+
+
 def evaluate(
     model: OmniModel,
     dataset: Dataset,
@@ -153,6 +191,7 @@ def evaluate(
     return {
         "retrieval": retrieval,
         "zero_shot": zero_shot,
+        "joint_facts": joint_fact_metrics(embeddings, present, dataset, model.joint_similarity),
         "relevance": relevance,
         "joint_similarity": model.joint_similarity,
         "n_items": len(dataset),
