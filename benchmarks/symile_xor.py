@@ -46,8 +46,12 @@ def pick_b_accuracy(model: OmniModel, overrides: list[str]) -> float:
 
 
 def run(objective: str, p: float, seed: int, epochs: int | None) -> float:
-    overrides = [f"data.source=builtin:xor?p={p}&d_v=5&n_train=10000&n_val=1000&n_test=5000&seed={seed}",
-                 f"train.seed={seed}", "train.progress=false", "train.threads=1"]
+    overrides = [
+        f"data.source=builtin:xor?p={p}&d_v=5&n_train=10000&n_val=1000&n_test=5000&seed={seed}",
+        f"train.seed={seed}",
+        "train.progress=false",
+        "train.threads=1",
+    ]
     if epochs:
         overrides.append(f"train.epochs={epochs}")
     cfg = load_config(EXAMPLES / f"xor-{objective}.yaml", overrides)
@@ -57,7 +61,9 @@ def run(objective: str, p: float, seed: int, epochs: int | None) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 20 epochs")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
@@ -66,7 +72,10 @@ def main() -> None:
     from _common import save
 
     rows = []
-    print(f"{'objective':10s} {'p':>4s} {'accuracy (mean ± std)':>24s}  per seed        chance  Bayes   time/run")
+    print(
+        f"{'objective':10s} {'p':>4s} {'accuracy (mean ± std)':>24s}  per seed"
+        "        chance  Bayes   time/run"
+    )
     for p in (1.0, 0.5):
         for objective in ("symile", "clip"):
             t0 = time.perf_counter()
@@ -75,10 +84,23 @@ def main() -> None:
             mean = statistics.fmean(accs)
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
             bayes = xor_bayes_accuracy(5, p)
-            rows.append({"objective": objective, "p": p, "accuracies": accs, "mean": mean, "std": std,
-                         "bayes": bayes, "chance": 1 / 32, "seconds_per_run": dt})
+            rows.append(
+                {
+                    "objective": objective,
+                    "p": p,
+                    "accuracies": accs,
+                    "mean": mean,
+                    "std": std,
+                    "bayes": bayes,
+                    "chance": 1 / 32,
+                    "seconds_per_run": dt,
+                }
+            )
             per = " ".join(f"{a:.3f}" for a in accs)
-            print(f"{objective:10s} {p:4.1f} {mean:16.3f} ± {std:.3f}  {per:14s}  {1/32:.3f}  {bayes:.3f}  {dt:6.1f}s")
+            print(
+                f"{objective:10s} {p:4.1f} {mean:16.3f} ± {std:.3f}  {per:14s}  {1 / 32:.3f}"
+                f"  {bayes:.3f}  {dt:6.1f}s"
+            )
     path = save("symile_xor", {"rows": rows, "quick": args.quick})
     print(f"\nwritten {path}")
 

@@ -29,12 +29,23 @@ def tiny_shapes_config(objective: str = "symile", n: int = 240, epochs: int = 2,
         "data": {"source": f"builtin:shapes?n={n}&missing=0.2&image_size=16&seconds=0.25"},
         "model": {"dim": 16},
         "objective": {"name": objective},
-        "train": {"epochs": epochs, "batch_size": 32, "lr": 0.003, "warmup_steps": 2, "progress": False,
-                  **train},
+        "train": {
+            "epochs": epochs,
+            "batch_size": 32,
+            "lr": 0.003,
+            "warmup_steps": 2,
+            "progress": False,
+            **train,
+        },
         "eval": {
             "zero_shot": [
-                {"name": "shape_colour", "fields": ["shape", "colour"], "text": "caption",
-                 "prompts": ["a {colour} {shape}"], "targets": ["image"]}
+                {
+                    "name": "shape_colour",
+                    "fields": ["shape", "colour"],
+                    "text": "caption",
+                    "prompts": ["a {colour} {shape}"],
+                    "targets": ["image"],
+                }
             ]
         },
     }

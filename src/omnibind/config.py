@@ -199,6 +199,38 @@ class EvalConfig:
 
 
 @dataclass
+class TaskConfig:
+    """A supervised task trained on top of the encoders (``omnibind train`` with a ``task`` section).
+
+    Attributes:
+        type: ``classify`` (the only supervised task so far).
+        label: where each item's class comes from: ``label`` (the record's label), a fact name of a
+            built-in source, a manifest column, or several of those joined by ``+`` (``mark+tone``: the
+            class is the combination of their values).
+        multilabel: each item has a set of classes (a list, or a string with ``|`` between classes);
+            trained with one sigmoid per class instead of a softmax.
+        head: a registered fusion head: ``late``, ``attention``, ``sequential`` or ``experts``.
+        head_options: keyword arguments of the head (``hidden``, ``depth``, ``impute``, ...).
+        init: a trained run folder (or model folder) whose encoders and projections to start from.
+        freeze_encoders: keep the encoders and projections fixed; only the head trains.
+        modality_dropout: during training, drop each present modality of an item with this probability,
+            never every modality of an item.
+        classes: the class list, fitted on the training split and saved with the model (written by
+            training; leave empty).
+    """
+
+    type: str = "classify"
+    label: str = "label"
+    multilabel: bool = False
+    head: str = "late"
+    head_options: dict[str, Any] = field(default_factory=dict)
+    init: str = ""
+    freeze_encoders: bool = False
+    modality_dropout: float = 0.0
+    classes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved next to the model so that a run describes itself."""
 
@@ -208,12 +240,15 @@ class RunConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    task: TaskConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that :func:`config_from_dict` turns back into an equal config."""
         out = dataclasses.asdict(self)
         out["modalities"] = {name: _modality_to_dict(m) for name, m in self.modalities.items()}
         out["objective"] = {"name": self.objective.name, **self.objective.options}
+        if self.task is None:
+            del out["task"]
         return out
 
 
@@ -311,7 +346,9 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     top = [f.name for f in dataclasses.fields(RunConfig)]
     for key in raw:
         if key not in top:
-            raise ConfigError(f"unknown config key '{key}'{nearest(key, top)}; top-level keys: {', '.join(top)}")
+            raise ConfigError(
+                f"unknown config key '{key}'{nearest(key, top)}; top-level keys: {', '.join(top)}"
+            )
     mods = raw.get("modalities")
     if not isinstance(mods, dict) or not mods:
         raise ConfigError("config needs 'modalities': a mapping from modality name to {kind: ...}")
@@ -329,6 +366,7 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
         objective=objective,
         train=_section("train", raw.get("train"), TrainConfig),
         eval=ev,
+        task=None if raw.get("task") is None else _section("task", raw.get("task"), TaskConfig),
     )
     _check_values(cfg)
     return cfg
@@ -351,11 +389,37 @@ def _check_values(cfg: RunConfig) -> None:
     if cfg.model.dim < 1:
         raise ConfigError(f"model.dim must be a positive integer, got {cfg.model.dim}")
     if cfg.train.batch_size < 2:
-        raise ConfigError(f"train.batch_size must be at least 2 (contrastive losses need negatives), "
-                          f"got {cfg.train.batch_size}")
+        raise ConfigError(
+            f"train.batch_size must be at least 2 (contrastive losses need negatives), "
+            f"got {cfg.train.batch_size}"
+        )
     for z in cfg.eval.zero_shot:
         if z.method == "prompts" and z.text not in cfg.modalities:
             raise ConfigError(f"eval.zero_shot '{z.name}': text modality '{z.text}' is not declared")
+    if cfg.task is not None:
+        _check_task(cfg.task)
+
+
+def _check_task(task: TaskConfig) -> None:
+    from omnibind.fusion import FUSION_HEADS
+
+    if task.type != "classify":
+        raise ConfigError(
+            f"task.type: unknown task '{task.type}'{nearest(task.type, ['classify'])}; known: classify"
+        )
+    if task.head not in FUSION_HEADS:
+        raise ConfigError(
+            f"task.head: unknown fusion head '{task.head}'{nearest(task.head, FUSION_HEADS.names())}; "
+            f"known: {', '.join(FUSION_HEADS.names())}"
+        )
+    if not isinstance(task.head_options, dict):
+        raise ConfigError(f"task.head_options must be a mapping, got {task.head_options!r}")
+    if not task.label or any(not part.strip() for part in task.label.split("+")):
+        raise ConfigError(
+            f"task.label must name a label, fact or column (or several joined by '+'), got {task.label!r}"
+        )
+    if not 0.0 <= task.modality_dropout < 1.0:
+        raise ConfigError(f"task.modality_dropout must be in [0, 1), got {task.modality_dropout}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -39,7 +39,13 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_writes_model_metrics_and_report(trained_run: Path) -> None:
-    for name in ("model/config.json", "model/model.safetensors", "metrics.json", "report.md", "metrics.jsonl"):
+    for name in (
+        "model/config.json",
+        "model/model.safetensors",
+        "metrics.json",
+        "report.md",
+        "metrics.jsonl",
+    ):
         assert (trained_run / name).exists(), name
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert set(metrics["retrieval"]["image->caption"]) == {"r@1", "r@5", "r@10", "mrr", "median_rank", "n"}
@@ -50,14 +56,28 @@ def test_train_writes_model_metrics_and_report(trained_run: Path) -> None:
 
 def test_eval_on_other_data_and_embed_and_info(trained_run: Path, tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["eval", str(trained_run), "--data", "builtin:shapes?n=60&seed=9&image_size=16&seconds=0.25",
-              "--out", str(tmp_path / "m.json")]
+        app,
+        [
+            "eval",
+            str(trained_run),
+            "--data",
+            "builtin:shapes?n=60&seed=9&image_size=16&seconds=0.25",
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m.json").read_text())["n_items"] == 60
     result = runner.invoke(
-        app, ["embed", str(trained_run), "--data", "builtin:shapes?n=30&seed=9&image_size=16&seconds=0.25",
-              "--out", str(tmp_path / "e.parquet")]
+        app,
+        [
+            "embed",
+            str(trained_run),
+            "--data",
+            "builtin:shapes?n=30&seed=9&image_size=16&seconds=0.25",
+            "--out",
+            str(tmp_path / "e.parquet"),
+        ],
     )
     assert result.exit_code == 0, result.output
     table = pq.read_table(tmp_path / "e.parquet")

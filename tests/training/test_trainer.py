@@ -89,8 +89,10 @@ def test_early_stopping_keeps_the_best_model(tmp_path: Path) -> None:
 
 def test_bad_record_stops_before_anything_is_written(tmp_path: Path) -> None:
     manifest = tmp_path / "items.jsonl"
-    rows = [{"id": str(i), "caption": f"item {i}", "table": {"width": i, "height": 1.0, "x": 0.1, "y": 0.2}}
-            for i in range(40)]
+    rows = [
+        {"id": str(i), "caption": f"item {i}", "table": {"width": i, "height": 1.0, "x": 0.1, "y": 0.2}}
+        for i in range(40)
+    ]
     rows[7]["table"]["width"] = float("nan")
     manifest.write_text("\n".join(json.dumps(r) for r in rows))
     raw = tiny_shapes_config()
@@ -119,8 +121,9 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path: Path) -> None:
     ckpt = run / "checkpoints" / "checkpoint.pt"
     rng = random.Random(0)
     kills = 0
-    proc = subprocess.Popen([*cmd, "--out", str(run)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     while kills < 3:
         deadline = time.time() + 60
         while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -131,8 +134,12 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-        proc = subprocess.Popen([*cmd, "--out", str(run), "--resume"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*cmd, "--out", str(run), "--resume"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     assert proc.wait(timeout=300) == 0
     assert kills >= 1
     _assert_same(_weights(tmp_path / "full"), _weights(run))

@@ -8,7 +8,9 @@ import typer
 
 
 def demo(
-    out: Path = typer.Option(Path("omnibind-demo"), "--out", help="Folder for the model, metrics and report."),
+    out: Path = typer.Option(
+        Path("omnibind-demo"), "--out", help="Folder for the model, metrics and report."
+    ),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests)."),
     overrides: list[str] = typer.Option([], "--set", help="Dotted override applied to both demo models."),
 ) -> None:

@@ -83,7 +83,9 @@ def _print_summary(metrics: dict[str, Any]) -> None:
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder (or a model folder)."),
     out: Path = typer.Option(..., "--out", help="Where to write metrics.json (report.md goes beside it)."),
-    data: str = typer.Option("", "--data", help="Manifest path or builtin:NAME[?k=v]; default: the run's data."),
+    data: str = typer.Option(
+        "", "--data", help="Manifest path or builtin:NAME[?k=v]; default: the run's data."
+    ),
     split: str = typer.Option("", "--split", help="train/val/test/all (default: test, or all with --data)."),
 ) -> None:
     """Evaluate a trained model: retrieval for every pair and composed query, zero-shot accuracy."""

@@ -24,11 +24,14 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{run}: D={desc['dim']}, objective={desc['objective']}, "
-                  f"logit scale={desc['logit_scale']:.2f}, {desc['parameters']:,} parameters")
+    table = Table(
+        title=f"{run}: D={desc['dim']}, objective={desc['objective']}, "
+        f"logit scale={desc['logit_scale']:.2f}, {desc['parameters']:,} parameters"
+    )
     for col in ("modality", "kind", "encoder", "trainable encoder params", "projection params"):
         table.add_column(col)
     for name, m in desc["modalities"].items():
-        table.add_row(name, m["kind"], m["encoder"], f"{m['trainable_encoder_params']:,}",
-                      f"{m['projection_params']:,}")
+        table.add_row(
+            name, m["kind"], m["encoder"], f"{m['trainable_encoder_params']:,}", f"{m['projection_params']:,}"
+        )
     Console().print(table)

@@ -10,8 +10,12 @@ import typer
 def train(
     config: Path = typer.Argument(..., help="YAML run config (see docs/config.md)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create (model/, metrics.jsonl, ...)."),
-    overrides: list[str] = typer.Option([], "--set", help="Dotted override, e.g. train.lr=3e-4 (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Dotted override, e.g. train.lr=3e-4 (repeatable)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate on the test split at the end."),
 ) -> None:
     """Train a model on the data a config names, then evaluate it on the test split."""

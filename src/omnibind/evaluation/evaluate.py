@@ -102,7 +102,9 @@ def zero_shot_metrics(
             ref_ds, ref_embs = reference
             ref_rows = ref_ds.present[:, col].nonzero().squeeze(1)
             ref_keys = class_keys(_item_values(ref_ds), task.fields)
-            cls_list, cls_embs = prototypes(ref_embs[target][ref_rows], [ref_keys[i] for i in ref_rows.tolist()])
+            cls_list, cls_embs = prototypes(
+                ref_embs[target][ref_rows], [ref_keys[i] for i in ref_rows.tolist()]
+            )
             result = zero_shot_accuracy(embeddings[target][rows], item_keys, cls_embs, cls_list)
         else:
             assert class_embs is not None
@@ -139,9 +141,11 @@ def joint_fact_metrics(
         if qrows.numel() == 0 or trows.numel() == 0:
             continue
         values = [(f or {}).get(fact) for f in dataset.facts]
-        scores = joint_scores([embeddings[q][qrows] for q in queries], embeddings[spec.owner][trows], similarity)
+        scores = joint_scores(
+            [embeddings[q][qrows] for q in queries], embeddings[spec.owner][trows], similarity
+        )
         top = trows[scores.argmax(dim=1)]
-        hits = [values[int(t)] == values[int(q)] for q, t in zip(qrows.tolist(), top.tolist())]
+        hits = [values[int(t)] == values[int(q)] for q, t in zip(qrows.tolist(), top.tolist(), strict=True)]
         target_values = [values[int(t)] for t in trows.tolist()]
         chance = max(target_values.count(v) for v in set(target_values)) / len(target_values)
         key = f"{fact}: {'+'.join(queries)}->{spec.owner}"

@@ -41,8 +41,20 @@ class Objective(nn.Module):
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
 
 
-def create_objective(name: str, **options: Any) -> Objective:
-    """Instantiate the objective registered as ``name``; unknown options raise ``ConfigError``."""
+def create_objective(name: str, matryoshka: dict[str, Any] | None = None, **options: Any) -> Objective:
+    """Instantiate the objective registered as ``name``; unknown options raise ``ConfigError``.
+
+    With ``matryoshka={"dims": [...], "weights": [...]}`` the objective is wrapped in
+    :class:`~omnibind.objectives.matryoshka.Matryoshka` (the same loss on each nested prefix).
+    """
+    if matryoshka is not None:
+        from omnibind.objectives.matryoshka import Matryoshka
+
+        if not isinstance(matryoshka, dict) or set(matryoshka) - {"dims", "weights"} or "dims" not in matryoshka:
+            raise ConfigError(
+                f"objective.matryoshka must be {{dims: [...], weights: [...]}} (weights optional), got {matryoshka!r}"
+            )
+        return Matryoshka(create_objective(name, **options), **matryoshka)
     cls = OBJECTIVES.get(name)
     params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     for key in options:

@@ -41,7 +41,9 @@ class ProgressBar(Callback):
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True
+            )
 
     def on_step(self, step: int, logs: dict[str, Any]) -> None:
         if self.bar is not None:

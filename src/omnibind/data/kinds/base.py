@@ -65,6 +65,7 @@ class ModalityKind(abc.ABC):
 
     def fit(self, raws: list[Any]) -> None:
         """Learn statistics from the raw training values (default: nothing to learn)."""
+        return None
 
     def state(self) -> dict[str, Any]:
         """JSON-able statistics learned by :meth:`fit`, saved in ``config.json`` with the model."""
@@ -72,6 +73,7 @@ class ModalityKind(abc.ABC):
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
+        return None
 
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one transformed value, for building encoders (empty for text)."""

@@ -1,0 +1,172 @@
+"""Classification metrics: accuracy, macro-F1 and AUROC, overall and for every subset of modalities.
+
+The pure functions (:func:`accuracy`, :func:`macro_f1`, :func:`auroc`, :func:`classification_metrics`)
+take logits and targets. :func:`evaluate_classifier` embeds a dataset once and scores the classifier's
+head with the items' own presence, then with every non-empty subset ``S`` of modalities: the head sees
+only ``S`` (the rest masked out via ``present``), on the items that have every modality of ``S``.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from omnibind.data.dataset import Dataset
+from omnibind.fusion.classifier import Classifier
+from omnibind.fusion.labels import encode_labels, item_labels
+from omnibind.types import Embeddings
+
+
+def accuracy(logits: Tensor, targets: Tensor) -> float:
+    """Share of items whose top class is the target (multi-label: whose thresholded set is exact)."""
+    if targets.ndim == 2:
+        return float(((logits > 0).float() == targets).all(dim=1).float().mean())
+    return float((logits.argmax(dim=1) == targets).float().mean())
+
+
+def macro_f1(pred: Tensor, true: Tensor, num_classes: int) -> float:
+    """Mean F1 over the classes that occur in ``true`` or ``pred`` (class indices ``long[N]``)."""
+    scores = []
+    for c in range(num_classes):
+        tp = int(((pred == c) & (true == c)).sum())
+        fp = int(((pred == c) & (true != c)).sum())
+        fn = int(((pred != c) & (true == c)).sum())
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def _binary_auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney AUROC with average ranks for ties."""
+    from scipy.stats import rankdata
+
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auroc(scores: Tensor, positive: Tensor) -> float | None:
+    """Macro one-vs-rest AUROC over the classes with both positive and negative items (``None`` if none).
+
+    Inputs:
+        scores: ``[N, C]`` class scores (logits or probabilities: only the order matters).
+        positive: ``bool[N, C]``, which class(es) each item has.
+    """
+    s, pos = scores.detach().cpu().numpy(), positive.cpu().numpy().astype(bool)
+    values = [_binary_auroc(s[:, c], pos[:, c]) for c in range(s.shape[1]) if 0 < pos[:, c].sum() < len(pos)]
+    return float(np.mean(values)) if values else None
+
+
+def classification_metrics(logits: Tensor, targets: Tensor) -> dict[str, Any]:
+    """``accuracy``, ``macro_f1``, ``auroc`` (``None`` when undefined) and ``n`` for one set of predictions.
+
+    Inputs:
+        logits: ``[N, C]``; targets: ``long[N]`` class indices, or multi-hot ``float[N, C]``.
+    """
+    n, c = logits.shape
+    if n == 0:
+        return {"accuracy": None, "macro_f1": None, "auroc": None, "n": 0}
+    if targets.ndim == 2:  # multi-label: F1 per class of the thresholded sigmoid
+        pred = logits > 0
+        true = targets.bool()
+        f1 = [
+            2 * int((pred[:, k] & true[:, k]).sum()) / max(1, int(pred[:, k].sum() + true[:, k].sum()))
+            for k in range(c)
+            if int(true[:, k].sum() + pred[:, k].sum())
+        ]
+        return {
+            "accuracy": accuracy(logits, targets),
+            "macro_f1": float(np.mean(f1)) if f1 else 0.0,
+            "auroc": auroc(logits, true),
+            "n": n,
+        }
+    positive = torch.nn.functional.one_hot(targets, c).bool()
+    return {
+        "accuracy": accuracy(logits, targets),
+        "macro_f1": macro_f1(logits.argmax(dim=1), targets, c),
+        "auroc": auroc(logits.softmax(dim=1), positive),
+        "n": n,
+    }
+
+
+def subsets(modalities: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of ``modalities``, smallest first, in modality order within each size."""
+    return [s for k in range(1, len(modalities) + 1) for s in combinations(modalities, k)]
+
+
+@torch.no_grad()
+def embed_for_classifier(model: Classifier, dataset: Dataset, batch_size: int = 256) -> Embeddings:
+    """``{modality: [N, D]}`` of every item (absent rows zero), with the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+    try:
+        for batch in dataset.iter_batches(batch_size):
+            for name, z in model.embed(batch).items():
+                parts[name].append(z)
+    finally:
+        model.train(was_training)
+    return {m: torch.cat(v) if v else torch.zeros(0, model.config.model.dim) for m, v in parts.items()}
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: Classifier, dataset: Dataset, batch_size: int = 256, by_subset: bool = True
+) -> dict[str, Any]:
+    """Score a classifier on a dataset.
+
+    Args:
+        model: the classifier.
+        dataset: labelled items (the label field of ``model.config.task``).
+        batch_size: items per encoding batch.
+        by_subset: also score every non-empty subset of modalities.
+
+    Returns:
+        ``{"overall": metrics, "subsets": {"image": metrics, "image+audio": ..., ...}, "classes": [...]}``
+        where ``metrics`` is :func:`classification_metrics`; a subset's ``n`` counts the items that have
+        all of its modalities (``accuracy`` is ``None`` when there are none).
+
+    Raises:
+        DataError: an item's class was not seen in training (see ``omnibind.fusion.labels``).
+    """
+    task = model.config.task
+    assert task is not None
+    targets = encode_labels(item_labels(dataset, task.label, task.multilabel), model.classes, dataset)
+    embeddings = embed_for_classifier(model, dataset, batch_size)
+    was_training = model.training
+    model.eval()
+    try:
+        out: dict[str, Any] = {
+            "overall": classification_metrics(
+                _logits(model, embeddings, dataset.present, batch_size), targets
+            ),
+            "classes": list(model.classes),
+        }
+        if by_subset:
+            out["subsets"] = {}
+            for subset in subsets(model.modalities):
+                keep = torch.tensor([m in subset for m in model.modalities])
+                rows = (dataset.present | ~keep).all(dim=1).nonzero().squeeze(1)  # items with all of S
+                z = {m: e.index_select(0, rows) for m, e in embeddings.items()}
+                logits = _logits(model, z, dataset.present.index_select(0, rows) & keep, batch_size)
+                out["subsets"]["+".join(subset)] = classification_metrics(
+                    logits, targets.index_select(0, rows)
+                )
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _logits(model: Classifier, embeddings: Embeddings, present: Tensor, batch_size: int) -> Tensor:
+    n = present.shape[0]
+    chunks = [
+        model.head(
+            {m: e[i : i + batch_size] for m, e in embeddings.items()}, present[i : i + batch_size]
+        ).logits
+        for i in range(0, n, batch_size)
+    ]
+    return torch.cat(chunks) if chunks else torch.zeros(0, len(model.classes))

@@ -1,0 +1,164 @@
+"""Classifier: the encoders of an OmniModel plus a fusion head, saved and loaded like an OmniModel.
+
+Built from a :class:`~omnibind.config.RunConfig` whose ``task`` section holds the fitted class list, so a
+saved classifier (``config.json`` + ``model.safetensors``) loads without training code::
+
+    clf = Classifier.load("runs/avmnist-attention/model")
+    out = clf(batch)                       # FusionOutput: logits [B, C]
+    clf.classes[int(out.logits[0].argmax())]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from omnibind.config import RunConfig, config_from_dict
+from omnibind.data.batch import Batch
+from omnibind.errors import OmnibindError
+from omnibind.fusion.base import FusionOutput, create_head
+from omnibind.io import write_bytes_atomic, write_json_atomic
+from omnibind.model import CONFIG_NAME, WEIGHTS_NAME, OmniModel
+from omnibind.types import Embeddings
+
+FORMAT = "omnibind-classifier/1"
+
+
+def model_dir(path: str | Path) -> Path:
+    """A model folder, given it or a run folder that holds ``model/``."""
+    path = Path(path)
+    return path / "model" if (path / "model" / CONFIG_NAME).exists() else path
+
+
+class Classifier(nn.Module):
+    """Encoders (an :class:`OmniModel`) and a fusion head over their embeddings.
+
+    Args:
+        config: a run config with a ``task`` section whose ``classes`` are set (training fits them).
+
+    Attributes:
+        encoder: the OmniModel; its logit scale is unused here and frozen.
+        head: the fusion head named by ``config.task.head``.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__()
+        task = config.task
+        if task is None or not task.classes:
+            raise OmnibindError("a Classifier needs a config with a 'task' section and its fitted classes")
+        self.config = config
+        self.encoder = OmniModel(config)
+        self.encoder.log_logit_scale.requires_grad_(False)
+        self.head = create_head(
+            task.head, self.encoder.modalities, config.model.dim, len(task.classes), **task.head_options
+        )
+        if task.freeze_encoders:
+            self.encoder.requires_grad_(False)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modality names; column ``m`` of every presence mask is ``modalities[m]``."""
+        return self.encoder.modalities
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, in logit order."""
+        assert self.config.task is not None
+        return self.config.task.classes
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether each class has its own sigmoid (multi-label) rather than one softmax over classes."""
+        return bool(self.config.task and self.config.task.multilabel)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.config.task is not None and self.config.task.freeze_encoders:
+            self.encoder.eval()  # frozen encoders keep their normalisation statistics and no dropout
+        return self
+
+    def embed(self, batch: Batch) -> Embeddings:
+        """``{modality: [B, D]}`` of the batch's present rows (no gradient when the encoders are frozen)."""
+        if self.config.task is not None and self.config.task.freeze_encoders:
+            with torch.no_grad():
+                return self.encoder.encode(batch)
+        return self.encoder.encode(batch)
+
+    def forward(self, batch: Batch, present: Tensor | None = None) -> FusionOutput:
+        """Classify a batch.
+
+        Inputs:
+            batch: a :class:`Batch` over B items.
+            present: ``bool[B, M]`` to use instead of ``batch.present`` (a subset of it: modality dropout,
+                subset evaluation); the head ignores every modality it marks absent.
+
+        Returns:
+            the head's :class:`FusionOutput` (``logits [B, C]``).
+        """
+        return self.head(self.embed(batch), batch.present if present is None else present)
+
+    def init_encoders(self, path: str | Path) -> None:
+        """Copy the encoders and projections of a trained OmniModel (a run or model folder) into this one.
+
+        Raises:
+            OmnibindError: the trained model lacks a modality of this one, or a weight's shape differs.
+        """
+        source = OmniModel.load(model_dir(path))
+        lacking = [m for m in self.modalities if m not in source.modalities]
+        if lacking:
+            raise OmnibindError(
+                f"task.init: {path} has no encoder for {', '.join(lacking)} "
+                f"(it has {', '.join(source.modalities)})"
+            )
+        own = self.encoder.state_dict()
+        for key, value in source.state_dict().items():
+            if (
+                key.split(".")[0] not in ("encoders", "projections")
+                or key.split(".")[1] not in self.modalities
+            ):
+                continue
+            if own[key].shape != value.shape:
+                raise OmnibindError(
+                    f"task.init: weight '{key}' of {path} has shape {tuple(value.shape)}, this model's "
+                    f"{tuple(own[key].shape)}: the modality's kind, encoder or model.dim differ"
+                )
+            own[key] = value
+        self.encoder.load_state_dict(own)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
+        from safetensors.torch import save
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, kind in self.encoder.kinds.items():
+            self.config.modalities[name].stats = kind.state()
+        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        write_bytes_atomic(directory / WEIGHTS_NAME, save(state, metadata={"format": FORMAT}))
+        write_json_atomic(directory / CONFIG_NAME, {"format": FORMAT, "config": self.config.to_dict()})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Classifier:
+        """Load a classifier saved by :meth:`save` (or the ``model/`` of a run folder), in eval mode."""
+        from safetensors.torch import load_file
+
+        directory = model_dir(directory)
+        cfg_path = directory / CONFIG_NAME
+        if not cfg_path.exists() or not (directory / WEIGHTS_NAME).exists():
+            raise OmnibindError(
+                f"{directory} is not an omnibind model: expected {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise OmnibindError(
+                f"{cfg_path}: format {meta.get('format')!r} is not a classifier ({FORMAT!r}); "
+                "an embedding model loads with OmniModel.load"
+            )
+        model = cls(config_from_dict(meta["config"]))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        model.eval()
+        return model

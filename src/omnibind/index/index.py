@@ -1,0 +1,483 @@
+"""``Index``: an on-disk, versioned store of items (``store.py``) searched in memory (``search.py``).
+
+Example (a model trained by ``omnibind train``)::
+
+    from omnibind.index import Index, Query
+
+    index = Index.create("runs/demo/index", "runs/demo/model")
+    index.add(records)                                  # Records, or a prepared Dataset
+    result = index.search({"caption": "a red circle"}, target="image", k=5, where={"split": "test"})
+    for hit in result.hits:
+        print(hit.id, round(hit.score, 3), hit.modality)
+    index.search(Query(like=result.hits[0].id), k=5)    # more like this
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omnibind.errors import DataError
+from omnibind.index.query import Query, as_query, check_vector, compose
+from omnibind.index.search import (
+    MAX_K,
+    Hit,
+    SearchResult,
+    SearchSettings,
+    VectorSet,
+    adaptive_cut,
+    filter_mask,
+)
+from omnibind.index.store import (
+    IndexStoreError,
+    ItemStore,
+    ModelMismatchError,
+    SearchError,
+    UnknownItemError,
+    model_hash,
+    raw_columns,
+    rows_table,
+)
+
+OnCommit = Callable[[int, list[str]], None]
+
+
+def _model_identity(model: Any) -> tuple[Any, Path | None, str]:
+    """``(model or None, model dir, sha256)`` for a model folder or an in-memory ``OmniModel``."""
+    from omnibind.model import OmniModel
+
+    if isinstance(model, OmniModel):
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(tmp)
+            return model, None, model_hash(tmp)
+    path = Path(model)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"  # a run directory
+    return None, path.resolve(), model_hash(path) if (path / "config.json").is_file() else ""
+
+
+class Index:
+    """A searchable collection of items embedded by one model.
+
+    Use :meth:`create` or :meth:`open`, not the constructor.
+
+    Args:
+        store: the on-disk table.
+        settings: search settings.
+        model: the model, if already loaded (else loaded on the first raw-value query or add).
+    """
+
+    def __init__(self, store: ItemStore, settings: SearchSettings, model: Any = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.path = store.path
+        self.modalities: list[str] = list(store.modalities)
+        self.kinds: dict[str, str] = dict(store.meta["modalities"])
+        self.dim = store.dim
+        self.similarity: str = store.meta["joint_similarity"]
+        self._model = model
+        self._load()
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, model: Any, settings: SearchSettings | None = None) -> Index:
+        """Make an empty index at ``path`` for ``model`` (a model or run folder, or an ``OmniModel``;
+        an in-memory model is saved into ``path/model``)."""
+        path = Path(path)
+        if (path / "index.json").exists():
+            raise IndexStoreError(f"{path} already holds an index; open it, or choose another directory")
+        loaded, model_dir, digest = _model_identity(model)
+        if loaded is not None:
+            model_dir = loaded.save(path / "model").resolve()
+            digest = model_hash(model_dir)
+        elif not digest:
+            raise IndexStoreError(f"{model} is not an omnibind model or run folder (no config.json)")
+        if loaded is None:
+            from omnibind.model import OmniModel
+
+            loaded = OmniModel.load(model_dir)
+        settings = settings or SearchSettings()
+        meta = {
+            "model": {"path": str(model_dir), "sha256": digest},
+            "dim": loaded.dim,
+            "modalities": {m: loaded.config.modalities[m].kind for m in loaded.modalities},
+            "joint_similarity": loaded.joint_similarity,
+            "settings": dataclasses.asdict(settings),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        return cls(ItemStore.create(path, meta), settings, loaded)
+
+    @classmethod
+    def open(cls, path: str | Path, model: Any = None, settings: SearchSettings | None = None) -> Index:
+        """Open an index. A ``model`` given here must be the one the index was built with."""
+        store = ItemStore.open(path)
+        if settings is None:
+            settings = SearchSettings(**store.meta.get("settings", {}))
+        loaded = None
+        if model is not None:
+            loaded, model_dir, digest = _model_identity(model)
+            _check_identity(store, digest, str(model_dir or "the given model"))
+        return cls(store, settings, loaded)
+
+    @property
+    def model(self) -> Any:
+        """The model (loaded from the path in ``index.json`` on first use, after checking its hash)."""
+        if self._model is None:
+            from omnibind.model import OmniModel
+
+            info = self.store.meta["model"]
+            model_dir = Path(info["path"])
+            if not (model_dir / "config.json").is_file():
+                raise ModelMismatchError(
+                    f"the model this index was built with ({model_dir}) is gone; raw-value queries and adds "
+                    "need it (vector and id queries still work)"
+                )
+            _check_identity(self.store, model_hash(model_dir), str(model_dir))
+            self._model = OmniModel.load(model_dir)
+        return self._model
+
+    def _load(self) -> None:
+        """Read ids, metadata and vectors from the table into memory."""
+        columns = ["id", "metadata", *(f"{m}__vector" for m in self.modalities)]
+        table = self.store.read(columns)
+        self._ids: list[str] = table.column("id").to_pylist()
+        self._pos: dict[str, int] = {i: p for p, i in enumerate(self._ids)}
+        self._metadata: list[dict[str, Any]] = [json.loads(s or "{}") for s in table.column("metadata").to_pylist()]
+        self._alive = np.ones(len(self._ids), bool)
+        self._sets = {m: VectorSet(self.dim, self.settings) for m in self.modalities}
+        vectors, present = _arrow_vectors(table, self.modalities, self.dim)
+        self._index_vectors(np.arange(len(self._ids)), vectors, present)
+
+    def _index_vectors(self, positions: np.ndarray, vectors: dict[str, np.ndarray], present: np.ndarray) -> None:
+        for j, m in enumerate(self.modalities):
+            rows = np.flatnonzero(present[:, j])
+            if len(rows):
+                self._sets[m].add(positions[rows], vectors[m][rows])
+
+    def __len__(self) -> int:
+        return int(self._alive.sum())
+
+    def ids(self) -> list[str]:
+        """Ids of the items, in insertion order."""
+        return [i for p, i in enumerate(self._ids) if self._alive[p]]
+
+    def counts(self) -> dict[str, int]:
+        """Live embeddings per modality."""
+        return {m: s.live for m, s in self._sets.items()}
+
+    # ---- writes ----------------------------------------------------------------------------------
+    def add_embeddings(
+        self,
+        ids: Sequence[str],
+        vectors: Mapping[str, np.ndarray],
+        present: np.ndarray | None = None,
+        metadata: Sequence[dict[str, Any]] | None = None,
+        raw: dict[str, list[dict[str, Any] | None]] | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Commit one batch of already-embedded items (one LanceDB commit: all of it or nothing).
+
+        Inputs:
+            vectors[m]: ``float32[N, D]`` (a modality left out is absent for every item);
+            present: ``bool[N, M]`` in ``self.modalities`` order (default: the given modalities).
+        """
+        ids = [str(i) for i in ids]
+        n = len(ids)
+        if present is None:
+            present = np.array([[m in vectors for m in self.modalities]] * n, bool).reshape(n, len(self.modalities))
+        unknown = set(vectors) - set(self.modalities)
+        if unknown:
+            raise SearchError(f"unknown modality {sorted(unknown)}; this index has: {', '.join(self.modalities)}")
+        full = {}
+        for j, m in enumerate(self.modalities):
+            v = np.asarray(vectors.get(m, np.zeros((n, self.dim))), np.float32).reshape(n, self.dim)
+            if not np.isfinite(v[present[:, j]]).all():
+                raise SearchError(f"embeddings of '{m}' contain NaN or infinite values")
+            full[m] = v
+        self._check_ids(ids, replace)
+        rows = rows_table(self.modalities, self.dim, ids, metadata or [{}] * n, full, present, raw)
+        if replace:
+            self.store.upsert(rows)
+            self._forget([i for i in ids if i in self._pos])
+        else:
+            self.store.append(rows)
+        start = len(self._ids)
+        self._ids.extend(ids)
+        self._pos.update({i: start + k for k, i in enumerate(ids)})
+        self._metadata.extend(dict(md) for md in (metadata or [{}] * n))
+        self._alive = np.concatenate([self._alive, np.ones(n, bool)])
+        self._index_vectors(np.arange(start, start + n), full, present)
+
+    def _check_ids(self, ids: list[str], replace: bool) -> None:
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise DataError("the id appears twice in one add", record_id=dup)
+        if not replace:
+            taken = [i for i in ids if i in self._pos and self._alive[self._pos[i]]]
+            if taken:
+                raise DataError(
+                    f"already in the index ({len(taken)} ids); use update to replace items", record_id=taken[0]
+                )
+
+    def add(
+        self,
+        items: Any,
+        batch_size: int = 1024,
+        on_commit: OnCommit | None = None,
+        progress: bool = False,
+        replace: bool = False,
+    ) -> int:
+        """Embed and add records (a list of :class:`~omnibind.data.record.Record`) or a prepared
+        :class:`~omnibind.data.dataset.Dataset`, committing every ``batch_size`` items.
+
+        Each commit is atomic; ``on_commit(total_so_far, ids_of_batch)`` runs after it (the items are then
+        acknowledged: they survive a crash). Metadata of an item: its facts, its ``metadata``, and
+        ``label`` and ``split`` when set. Returns the number of items added.
+        """
+        from tqdm.auto import tqdm
+
+        from omnibind.data.dataset import Dataset, prepare_dataset
+        from omnibind.evaluation.evaluate import embed_dataset
+
+        records = items.records if isinstance(items, Dataset) else list(items)
+        done = 0
+        bar = tqdm(total=len(records), desc="indexing", unit="item", disable=not progress)
+        for start in range(0, len(records), batch_size):
+            chunk = records[start : start + batch_size]
+            if isinstance(items, Dataset):
+                ds = items.subset(np.arange(start, start + len(chunk)))
+            else:
+                ds, _ = prepare_dataset(chunk, self.model.kinds, progress=False)
+            embeddings, present = embed_dataset(self.model, ds)
+            raw = {
+                m: [
+                    raw_columns(self.kinds[m], r.values[m], r.base_dir, self.model.config.modalities[m].options)
+                    if m in r.values
+                    else None
+                    for r in chunk
+                ]
+                for m in self.modalities
+            }
+            self.add_embeddings(
+                [r.id for r in chunk],
+                {m: e.numpy() for m, e in embeddings.items()},
+                present.numpy(),
+                [_item_metadata(r) for r in chunk],
+                raw,
+                replace=replace,
+            )
+            done += len(chunk)
+            bar.update(len(chunk))
+            if on_commit is not None:
+                on_commit(done, [r.id for r in chunk])
+        bar.close()
+        return done
+
+    def update(self, items: Any, batch_size: int = 1024) -> int:
+        """Replace items with the same ids (and insert new ones); each batch is one commit."""
+        return self.add(items, batch_size=batch_size, replace=True)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete items by id (one commit); unknown ids raise ``UnknownItemError``. Returns the count."""
+        ids = [str(i) for i in ids]
+        missing = [i for i in ids if i not in self._pos or not self._alive[self._pos[i]]]
+        if missing:
+            raise UnknownItemError(f"no item with id {missing[0]!r} in {self.path} ({len(missing)} unknown ids)")
+        self.store.delete(ids)
+        self._forget(ids)
+        return len(ids)
+
+    def _forget(self, ids: Sequence[str]) -> None:
+        positions = np.array([self._pos.pop(i) for i in ids], np.int64)
+        self._alive[positions] = False
+        for s in self._sets.values():
+            rows = np.flatnonzero(np.isin(s.items[: s.n], positions) & s.alive[: s.n])
+            s.remove(rows)
+
+    def compact(self) -> None:
+        """Rewrite the table without deleted rows and old versions, then reload (drops tombstones)."""
+        self.store.compact()
+        self._load()
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def get(self, item_id: str) -> dict[str, Any]:
+        """An item: ``{"id", "metadata", "modalities": {m: {"value", "path", "has_bytes"}}}``."""
+        row = self._row(item_id)
+        mods = {}
+        for m in self.modalities:
+            if row.get(f"{m}__vector") is not None:
+                mods[m] = {
+                    "value": row.get(f"{m}__value"),
+                    "path": row.get(f"{m}__path"),
+                    "has_bytes": row.get(f"{m}__bytes") is not None,
+                }
+        return {"id": item_id, "metadata": json.loads(row["metadata"] or "{}"), "modalities": mods}
+
+    def media(self, item_id: str, modality: str) -> bytes | None:
+        """The copied bytes of an item's image/audio value (None if nothing was copied)."""
+        self._check_modality(modality, "modality")
+        return self._row(item_id).get(f"{modality}__bytes")
+
+    def embedding(self, item_id: str, modality: str) -> np.ndarray | None:
+        """An item's embedding ``[D]`` in one modality, or None where absent."""
+        self._check_modality(modality, "modality")
+        pos = self._position(item_id)
+        s = self._sets[modality]
+        rows = np.flatnonzero((s.items[: s.n] == pos) & s.alive[: s.n])
+        return s.vectors[rows[0]].copy() if len(rows) else None
+
+    def _position(self, item_id: str) -> int:
+        if item_id not in self._pos:
+            raise UnknownItemError(f"no item with id {item_id!r} in {self.path}")
+        return self._pos[item_id]
+
+    def _row(self, item_id: str) -> dict[str, Any]:
+        self._position(item_id)
+        row = self.store.row(item_id)
+        if row is None:
+            raise UnknownItemError(f"no item with id {item_id!r} in {self.path}")
+        return row
+
+    def _check_modality(self, name: str, what: str) -> None:
+        if name not in self.modalities:
+            raise SearchError(f"unknown {what} '{name}'; this index has: {', '.join(self.modalities)}")
+
+    # ---- search ----------------------------------------------------------------------------------
+    def query_vector(self, query: Any, target: str | None = None) -> tuple[np.ndarray, str | None]:
+        """The composed ``[D]`` query vector and the id to leave out (for "more like this")."""
+        q = as_query(query)
+        vectors: list[np.ndarray] = []
+        for m, value in q.values.items():
+            self._check_modality(m, "query modality")
+            try:
+                z = self.model.embed([value], m).numpy()[0]
+            except (ValueError, OSError) as exc:
+                raise SearchError(f"query value for '{m}' cannot be used: {exc}") from None
+            vectors.append(z)
+        for m, v in q.vectors.items():
+            if m:
+                self._check_modality(m, "query modality")
+            vectors.append(check_vector(v, self.dim, f"query vector{' for ' + repr(m) if m else ''}"))
+        exclude = None
+        if q.like is not None:
+            vectors.append(self._like_vector(q, target))
+            exclude = q.like
+        return compose(vectors, self.similarity), exclude
+
+    def _like_vector(self, q: Query, target: str | None) -> np.ndarray:
+        assert q.like is not None
+        self._position(q.like)
+        order = [q.like_modality] if q.like_modality else ([target] if target else []) + self.modalities
+        for m in order:
+            assert m is not None
+            self._check_modality(m, "modality")
+            z = self.embedding(q.like, m)
+            if z is not None:
+                return z
+        raise SearchError(f"item {q.like!r} has no embedding in '{q.like_modality}'")
+
+    def search(
+        self,
+        query: Any,
+        target: str | None = None,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+        max_gap: float | None = None,
+    ) -> SearchResult:
+        """Rank items for a query.
+
+        Args:
+            query: a :class:`Query`, a ``{modality: raw value}`` dict (several modalities: a composed
+                query scored by the model's joint similarity), or a vector ``[D]``.
+            target: rank the embeddings of this modality; None ranks every modality and scores an item by
+                its best-matching one (``Hit.modality`` says which).
+            k: at most this many hits, 1..10000.
+            where: metadata filter (``{"colour": "red", "size": {"gte": 2}, "split": ["val", "test"]}``),
+                applied before ranking.
+            min_score: stop before the first hit scoring below this.
+            max_gap: stop before the first hit scoring more than this below the previous one.
+
+        Returns:
+            :class:`SearchResult`, hits best first, with ``stopped_because``.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_K:
+            raise SearchError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
+        for name, v in (("min_score", min_score), ("max_gap", max_gap)):
+            if v is not None and not np.isfinite(v):
+                raise SearchError(f"{name} must be a finite number, got {v!r}")
+        if target is not None:
+            self._check_modality(target, "target modality")
+        vector, exclude = self.query_vector(query, target)
+        allowed = None
+        if where:
+            allowed = filter_mask(self._metadata, where)
+        if exclude is not None:
+            allowed = np.ones(len(self._ids), bool) if allowed is None else allowed
+            allowed[self._pos[exclude]] = False
+        best: dict[int, tuple[float, str]] = {}
+        method = "exact"
+        for m in [target] if target else self.modalities:
+            assert m is not None
+            items, scores, used = self._sets[m].search(vector, k, allowed)
+            method = "hnsw" if used == "hnsw" else method
+            for item, score in zip(items.tolist(), scores.tolist(), strict=True):
+                if item not in best or score > best[item][0]:
+                    best[item] = (score, m)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+        keep, why = adaptive_cut([s for _, (s, _) in ranked], k, min_score, max_gap)
+        hits = [Hit(self._ids[p], float(s), m, self._metadata[p]) for p, (s, m) in ranked[:keep]]
+        return SearchResult(hits, why, method)
+
+    def search_many(self, vectors: np.ndarray, target: str, k: int = 10) -> list[list[tuple[str, float]]]:
+        """Exact top-``k`` for a batch of raw query vectors ``[Q, D]`` against one target (batched
+        matrix products); returns per query ``[(id, score), ...]`` best first."""
+        self._check_modality(target, "target modality")
+        if not 1 <= k <= MAX_K:
+            raise SearchError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
+        qs = np.stack([check_vector(v, self.dim) for v in np.asarray(vectors)])
+        items, scores = self._sets[target].search_many(qs, k)
+        return [
+            [(self._ids[i], float(s)) for i, s in zip(row_i, row_s, strict=True) if np.isfinite(s)]
+            for row_i, row_s in zip(items.tolist(), scores.tolist(), strict=True)
+        ]
+
+
+def _check_identity(store: ItemStore, digest: str, where: str) -> None:
+    expected = store.meta["model"]["sha256"]
+    if digest != expected:
+        raise ModelMismatchError(
+            f"{where} is not the model this index was built with (model sha256 {digest[:12]}..., index "
+            f"expects {expected[:12]}... from {store.meta['model']['path']}); rebuild the index with this "
+            "model or use the original one"
+        )
+
+
+def _item_metadata(record: Any) -> dict[str, Any]:
+    md: dict[str, Any] = dict(record.facts or {})
+    md.update(record.metadata or {})
+    if record.label is not None:
+        md.setdefault("label", record.label)
+    if record.split is not None:
+        md.setdefault("split", record.split)
+    return md
+
+
+def _arrow_vectors(table: Any, modalities: Sequence[str], dim: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``({m: float32[N, D]}, present bool[N, M])`` from the vector columns of an Arrow table."""
+    n = table.num_rows
+    present = np.zeros((n, len(modalities)), bool)
+    out = {}
+    for j, m in enumerate(modalities):
+        col = table.column(f"{m}__vector").combine_chunks()
+        present[:, j] = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
+        flat = col.values.to_numpy(zero_copy_only=False)[col.offset * dim : (col.offset + n) * dim]
+        out[m] = np.ascontiguousarray(flat.reshape(n, dim), dtype=np.float32)
+    return out, present

@@ -1,0 +1,288 @@
+"""The supervised loop: encoders + a fusion head trained on a ``task: {type: classify}`` config.
+
+``train_classifier(cfg, run_dir)`` checks the data and the labels of every split first (an unseen class
+in val or test stops the run before anything is written), builds a :class:`Classifier` (optionally
+starting from the encoders of a trained run, optionally frozen), and runs AdamW with warm-up + cosine
+decay. Each step is::
+
+    batch, y = train_set.batch(idx), targets[idx]
+    embeddings = model.embed(batch)                          # {modality: [B, D]}
+    present = policy.mask(batch.present, generator)          # modality dropout (never every modality)
+    out = model.head(embeddings, present)                    # FusionOutput: logits [B, C]
+    loss = model.head.loss(out, y, criterion)                # + the head's own terms (MultiModN steps)
+    policy.backward(loss, ctx); policy.after_backward(ctx)   # balance hooks; default: loss.backward()
+    clip; optimizer.step(); scheduler.step()
+
+Validation (accuracy, macro-F1 on ``val``), checkpoints, the metrics log and early stopping happen
+between steps, through the same callbacks as the contrastive trainer; a run resumes exactly. At the end
+the model is saved to ``run_dir/model`` and, with ``evaluate``, scored on ``test`` into ``metrics.json``
+(overall and for every non-empty subset of modalities).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor
+
+from omnibind.config import RunConfig, config_from_dict
+from omnibind.data.loading import build_kinds, build_splits, save_skipped
+from omnibind.errors import OmnibindError
+from omnibind.evaluation.classification import accuracy, evaluate_classifier
+from omnibind.fusion.base import Criterion
+from omnibind.fusion.classifier import Classifier, model_dir
+from omnibind.fusion.labels import encode_labels, fit_classes, item_labels
+from omnibind.io import write_json_atomic, write_text_atomic
+from omnibind.model import CONFIG_NAME
+from omnibind.training.balance import BalancePolicy, ModalityDropout, StepContext, modality_groups
+from omnibind.training.callbacks import Callback, EarlyStopping, MetricsLog, ProgressBar, read_history
+from omnibind.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from omnibind.training.optim import param_groups, warmup_cosine
+from omnibind.training.trainer import _check_run_dir, epoch_order
+
+
+@dataclass
+class ClassifyResult:
+    """What a finished supervised run produced."""
+
+    run_dir: Path
+    model: Classifier
+    steps: int
+    stopped_early: bool
+    test: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def criterion_for(multilabel: bool) -> Criterion:
+    """Per-item loss: cross-entropy over classes, or the mean binary cross-entropy of each class's sigmoid."""
+    if multilabel:
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
+    return lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+
+
+def adopt_init(cfg: RunConfig, init: str | Path) -> None:
+    """Check that ``cfg``'s modalities match those of the trained run ``init`` and take its fitted statistics.
+
+    Encoders trained on normalised inputs must see the same normalisation, so the kinds' statistics come
+    from the trained run rather than being fitted again.
+
+    Raises:
+        OmnibindError: ``init`` is not a model, lacks a modality, or declares it differently.
+    """
+    folder = model_dir(init)
+    if not (folder / CONFIG_NAME).exists():
+        raise OmnibindError(f"task.init: {init} is neither a run folder with model/ nor a model folder")
+    import json
+
+    trained = config_from_dict(json.loads((folder / CONFIG_NAME).read_text())["config"])
+    for name, spec in cfg.modalities.items():
+        other = trained.modalities.get(name)
+        if other is None:
+            raise OmnibindError(
+                f"task.init: {init} has no modality '{name}' (it has {', '.join(trained.modalities)})"
+            )
+        if (spec.kind, spec.options, spec.encoder) != (other.kind, other.options, other.encoder):
+            raise OmnibindError(
+                f"task.init: modality '{name}' is declared differently here than in {init}; "
+                "declare it as the trained run does"
+            )
+        spec.stats = dict(other.stats)
+    if trained.model.dim != cfg.model.dim or trained.model.projection != cfg.model.projection:
+        raise OmnibindError(f"task.init: model.dim and model.projection must equal those of {init}")
+
+
+def _backward(policies: list[BalancePolicy], loss: Tensor, ctx: StepContext) -> None:
+    """The one policy that computes gradients its own way does so; otherwise a plain backward."""
+    custom = [p for p in policies if type(p).backward is not BalancePolicy.backward]
+    if len(custom) > 1:
+        raise OmnibindError("at most one balance method may compute the gradients itself")
+    (custom[0] if custom else BalancePolicy()).backward(loss, ctx)
+
+
+def train_classifier(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    evaluate: bool = True,
+    callbacks: list[Callback] | None = None,
+) -> ClassifyResult:
+    """Train a :class:`Classifier` as ``cfg`` (with a ``task`` section) says and save it to ``run_dir/model``.
+
+    Args:
+        cfg: the validated run config; ``cfg.task.classes`` is fitted here.
+        run_dir: output folder: ``model/``, ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``,
+            ``metrics.json`` (test scores, with ``evaluate``), ``skipped.jsonl`` (if rows were skipped).
+        resume: continue from ``run_dir/checkpoints/checkpoint.pt``.
+        evaluate: score the test split (if there is one) at the end.
+        callbacks: extra callbacks after the built-in ones.
+
+    Returns:
+        :class:`ClassifyResult` with the trained model (the best one when early stopping is on).
+
+    Raises:
+        DataError: an item without a label, or a val/test class never seen in training.
+    """
+    task = cfg.task
+    if task is None:
+        raise OmnibindError("train_classifier needs a config with a 'task' section (task: {type: classify})")
+    run_dir = Path(run_dir)
+    ckpt_path = _check_run_dir(run_dir, resume)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+
+    # Data and labels first: a bad record or an unseen class stops the run before anything is written.
+    if task.init:
+        adopt_init(cfg, task.init)
+    kinds = build_kinds(cfg)
+    splits = build_splits(cfg, kinds, fit=not task.init, progress=tc.progress)
+    if "train" not in splits.datasets:
+        raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
+    train_set = splits.datasets["train"]
+    val_set, test_set = splits.datasets.get("val"), splits.datasets.get("test")
+    task.classes = fit_classes(item_labels(train_set, task.label, task.multilabel))
+    targets = {
+        split: encode_labels(item_labels(ds, task.label, task.multilabel), task.classes, ds, split)
+        for split, ds in splits.datasets.items()
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_skipped(splits, run_dir)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    torch.manual_seed(tc.seed)
+    model = Classifier(cfg)
+    if task.init and not resume:
+        model.init_encoders(task.init)
+    criterion = criterion_for(task.multilabel)
+    optimizer = torch.optim.AdamW(param_groups([model], tc.weight_decay), lr=tc.lr)
+    batch_size = min(tc.batch_size, len(train_set))
+    steps_per_epoch = max(1, len(train_set) // batch_size)
+    total = steps_per_epoch * tc.epochs
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    scheduler = warmup_cosine(optimizer, tc.warmup_steps, total)
+    policies: list[BalancePolicy] = [ModalityDropout(task.modality_dropout)] if task.modality_dropout else []
+    groups = modality_groups(model.encoder, model.modalities)
+    masker = torch.Generator().manual_seed(tc.seed + 1)  # modality dropout draws
+    stopper = (
+        EarlyStopping(tc.early_stopping_metric, tc.early_stopping_patience, tc.early_stopping_mode)
+        if tc.early_stopping_metric
+        else None
+    )
+    eval_every = tc.eval_every or steps_per_epoch
+    ckpt_every = tc.checkpoint_every or steps_per_epoch
+
+    step = 0
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        masker.set_state(state["masker"])
+        set_rng_state(state["rng"])
+        if stopper is not None and state.get("early_stopping"):
+            stopper.load_state(state["early_stopping"])
+        step = int(state["step"])
+
+    events: list[Callback] = [
+        ProgressBar(tc.progress),
+        MetricsLog(run_dir / "metrics.jsonl"),
+        *(callbacks or []),
+    ]
+    for cb in events:
+        cb.on_start(total, step)
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_path,
+            {
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "masker": masker.get_state(),
+                "rng": rng_state(),
+                "early_stopping": stopper.state() if stopper else None,
+            },
+        )
+
+    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    stopped_early = False
+    started, start_step = time.perf_counter(), step
+    while step < total and not stopped_early:
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = epoch_order(tc.seed, epoch, len(train_set))
+        for i in range(offset, steps_per_epoch):
+            t0 = time.perf_counter()
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            batch, y = train_set.batch(idx), targets["train"][idx]
+            model.train()
+            embeddings = model.embed(batch)  # {modality: [B, D]}
+            present = batch.present
+            for policy in policies:
+                present = policy.mask(present, masker)
+            out = model.head(embeddings, present)
+            loss = model.head.loss(out, y, criterion)
+            ctx = StepContext(step, embeddings, present, y, model.head, criterion, groups)
+            optimizer.zero_grad(set_to_none=True)
+            _backward(policies, loss, ctx)
+            for policy in policies:
+                policy.after_backward(ctx)
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in optimizer.param_groups for p in g["params"]], tc.grad_clip
+                )
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            seconds = time.perf_counter() - t0
+            logs = {
+                "epoch": epoch,
+                "train/loss": float(loss.detach()),
+                "train/accuracy": accuracy(out.logits.detach(), y),
+                "lr": scheduler.get_last_lr()[0],
+                "items_per_s": len(batch) / max(seconds, 1e-9),
+            }
+            for cb in events:
+                cb.on_step(step, logs)
+            if val_set is not None and (step % eval_every == 0 or step == total):
+                scores = evaluate_classifier(model, val_set, cfg.eval.batch_size, by_subset=False)["overall"]
+                metrics = {f"val/{k}": float(v) for k, v in scores.items() if v is not None and k != "n"}
+                for cb in events:
+                    cb.on_validate(step, metrics)
+                if stopper is not None:
+                    if stopper.update(metrics):
+                        model.save(run_dir / "model")
+                    stopped_early = stopper.should_stop
+            if step % ckpt_every == 0 or step == total or stopped_early:
+                checkpoint()
+            if step >= total or stopped_early:
+                break
+
+    for cb in events:
+        cb.on_end()
+    train_seconds = time.perf_counter() - started
+    if stopper is None or not (run_dir / "model").exists():
+        model.save(run_dir / "model")
+    else:
+        model = Classifier.load(run_dir / "model")
+    test = None
+    if evaluate and test_set is not None:
+        test = evaluate_classifier(model, test_set, cfg.eval.batch_size)
+        write_json_atomic(run_dir / "metrics.json", {"task": "classify", "head": task.head, "test": test})
+    return ClassifyResult(
+        run_dir=run_dir,
+        model=model,
+        steps=step,
+        stopped_early=stopped_early,
+        test=test,
+        history=read_history(run_dir / "metrics.jsonl"),
+        timing={"train_seconds": train_seconds, "steps_timed": float(step - start_step)},
+    )
