@@ -15,8 +15,12 @@ from omnibind.fusion import FUSION_HEADS, FusionHead, create_head, list_heads
 
 MODALITIES = ("image", "audio", "text")
 DIM, CLASSES, BATCH = 8, 5, 6
-SMALL = {"late": {"hidden": 16}, "attention": {"width": 16}, "experts": {"width": 16},
-         "sequential": {"state": 16, "hidden": 16}}
+SMALL = {
+    "late": {"hidden": 16},
+    "attention": {"width": 16},
+    "experts": {"width": 16},
+    "sequential": {"state": 16, "hidden": 16},
+}
 
 
 def _head(name: str, seed: int = 0) -> FusionHead:
@@ -26,13 +30,13 @@ def _head(name: str, seed: int = 0) -> FusionHead:
 
 def _inputs(seed: int = 1) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return {m: torch.nn.functional.normalize(torch.randn(BATCH, DIM, generator=gen), dim=-1) for m in MODALITIES}
+    return {
+        m: torch.nn.functional.normalize(torch.randn(BATCH, DIM, generator=gen), dim=-1) for m in MODALITIES
+    }
 
 
 def _mixed_presence() -> torch.Tensor:
-    return torch.tensor(
-        [[1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1]], dtype=torch.bool
-    )
+    return torch.tensor([[1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1]], dtype=torch.bool)
 
 
 def test_the_registry_holds_the_four_heads() -> None:
@@ -89,8 +93,11 @@ def test_one_modality_alone_and_a_modality_absent_for_the_whole_batch(name: str)
     nobody_audio[:, 1] = False
     nobody_audio[~nobody_audio.any(dim=1), 0] = True
     out = head(z, nobody_audio)
-    loss = head.loss(out, torch.zeros(BATCH, dtype=torch.long),
-                     lambda lg, y: torch.nn.functional.cross_entropy(lg, y, reduction="none"))
+    loss = head.loss(
+        out,
+        torch.zeros(BATCH, dtype=torch.long),
+        lambda lg, y: torch.nn.functional.cross_entropy(lg, y, reduction="none"),
+    )
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)

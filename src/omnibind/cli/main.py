@@ -10,6 +10,8 @@ from typing import Any
 import typer
 
 from omnibind.cli import demo, embed, evaluate, info, train
+from omnibind.cli import index as index_cmd
+from omnibind.cli import search as search_cmd
 
 app = typer.Typer(
     name="omnibind",
@@ -42,6 +44,13 @@ app.command("train")(_friendly(train.train))
 app.command("eval")(_friendly(evaluate.evaluate))
 app.command("embed")(_friendly(embed.embed))
 app.command("info")(_friendly(info.info))
+index_app = typer.Typer(help="Build and change search indexes.", no_args_is_help=True)
+index_app.command("build")(_friendly(index_cmd.build))
+index_app.command("add")(_friendly(index_cmd.add))
+index_app.command("delete")(_friendly(index_cmd.delete))
+index_app.command("compact")(_friendly(index_cmd.compact))
+app.add_typer(index_app, name="index")
+app.command("search")(_friendly(search_cmd.search))
 
 if __name__ == "__main__":
     app()

@@ -149,13 +149,17 @@ class Index:
         table = self.store.read(columns)
         self._ids: list[str] = table.column("id").to_pylist()
         self._pos: dict[str, int] = {i: p for p, i in enumerate(self._ids)}
-        self._metadata: list[dict[str, Any]] = [json.loads(s or "{}") for s in table.column("metadata").to_pylist()]
+        self._metadata: list[dict[str, Any]] = [
+            json.loads(s or "{}") for s in table.column("metadata").to_pylist()
+        ]
         self._alive = np.ones(len(self._ids), bool)
         self._sets = {m: VectorSet(self.dim, self.settings) for m in self.modalities}
         vectors, present = _arrow_vectors(table, self.modalities, self.dim)
         self._index_vectors(np.arange(len(self._ids)), vectors, present)
 
-    def _index_vectors(self, positions: np.ndarray, vectors: dict[str, np.ndarray], present: np.ndarray) -> None:
+    def _index_vectors(
+        self, positions: np.ndarray, vectors: dict[str, np.ndarray], present: np.ndarray
+    ) -> None:
         for j, m in enumerate(self.modalities):
             rows = np.flatnonzero(present[:, j])
             if len(rows):
@@ -191,10 +195,14 @@ class Index:
         ids = [str(i) for i in ids]
         n = len(ids)
         if present is None:
-            present = np.array([[m in vectors for m in self.modalities]] * n, bool).reshape(n, len(self.modalities))
+            present = np.array([[m in vectors for m in self.modalities]] * n, bool).reshape(
+                n, len(self.modalities)
+            )
         unknown = set(vectors) - set(self.modalities)
         if unknown:
-            raise SearchError(f"unknown modality {sorted(unknown)}; this index has: {', '.join(self.modalities)}")
+            raise SearchError(
+                f"unknown modality {sorted(unknown)}; this index has: {', '.join(self.modalities)}"
+            )
         full = {}
         for j, m in enumerate(self.modalities):
             v = np.asarray(vectors.get(m, np.zeros((n, self.dim))), np.float32).reshape(n, self.dim)
@@ -223,7 +231,8 @@ class Index:
             taken = [i for i in ids if i in self._pos and self._alive[self._pos[i]]]
             if taken:
                 raise DataError(
-                    f"already in the index ({len(taken)} ids); use update to replace items", record_id=taken[0]
+                    f"already in the index ({len(taken)} ids); use update to replace items",
+                    record_id=taken[0],
                 )
 
     def add(
@@ -258,7 +267,9 @@ class Index:
             embeddings, present = embed_dataset(self.model, ds)
             raw = {
                 m: [
-                    raw_columns(self.kinds[m], r.values[m], r.base_dir, self.model.config.modalities[m].options)
+                    raw_columns(
+                        self.kinds[m], r.values[m], r.base_dir, self.model.config.modalities[m].options
+                    )
                     if m in r.values
                     else None
                     for r in chunk
@@ -289,7 +300,9 @@ class Index:
         ids = [str(i) for i in ids]
         missing = [i for i in ids if i not in self._pos or not self._alive[self._pos[i]]]
         if missing:
-            raise UnknownItemError(f"no item with id {missing[0]!r} in {self.path} ({len(missing)} unknown ids)")
+            raise UnknownItemError(
+                f"no item with id {missing[0]!r} in {self.path} ({len(missing)} unknown ids)"
+            )
         self.store.delete(ids)
         self._forget(ids)
         return len(ids)
@@ -470,7 +483,9 @@ def _item_metadata(record: Any) -> dict[str, Any]:
     return md
 
 
-def _arrow_vectors(table: Any, modalities: Sequence[str], dim: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _arrow_vectors(
+    table: Any, modalities: Sequence[str], dim: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``({m: float32[N, D]}, present bool[N, M])`` from the vector columns of an Arrow table."""
     n = table.num_rows
     present = np.zeros((n, len(modalities)), bool)

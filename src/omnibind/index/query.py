@@ -31,8 +31,8 @@ class Query:
             else its first present modality.
 
     Example:
-        >>> Query(values={"caption": "a red circle", "image": "sketch.png"})  # a composed query
-        Query(values={'caption': 'a red circle', 'image': 'sketch.png'}, vectors={}, like=None, like_modality=None)
+        >>> Query(values={"caption": "a red circle", "image": "sketch.png"}).modalities()  # composed
+        ['caption', 'image']
     """
 
     values: dict[str, Any] = field(default_factory=dict)
@@ -79,7 +79,7 @@ def check_vector(vector: Any, dim: int, name: str = "query vector") -> np.ndarra
 
 
 def compose(vectors: list[np.ndarray], similarity: str) -> np.ndarray:
-    """One ``[D]`` query from unit ``[D]`` vectors: their sum (``"sum"``) or elementwise product (``"mip"``)."""
+    """One ``[D]`` query from unit ``[D]`` vectors: their sum (``"sum"``) or product (``"mip"``)."""
     if not vectors:
         raise SearchError("a query needs at least one modality value, vector or item id")
     stacked = np.stack(vectors)  # [Q, D]

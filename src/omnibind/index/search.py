@@ -79,7 +79,9 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[keep].numpy(), values[keep].numpy()
 
 
-def adaptive_cut(scores: Sequence[float], k: int, min_score: float | None, max_gap: float | None) -> tuple[int, str]:
+def adaptive_cut(
+    scores: Sequence[float], k: int, min_score: float | None, max_gap: float | None
+) -> tuple[int, str]:
     """How many of the (descending) ``scores`` to keep, and why the list stops there."""
     for i, s in enumerate(scores):
         if min_score is not None and s < min_score:
@@ -158,7 +160,9 @@ class VectorSet:
 
         s = self.settings
         graph = hnswlib.Index(space="ip", dim=min(s.prefix, self.dim))
-        graph.init_index(max_elements=max(self.vectors.shape[0], 1024), M=s.hnsw_m, ef_construction=s.ef_construction)
+        graph.init_index(
+            max_elements=max(self.vectors.shape[0], 1024), M=s.hnsw_m, ef_construction=s.ef_construction
+        )
         graph.set_num_threads(s.threads)
         self.hnsw = graph
         self._hnsw_add(np.flatnonzero(self.alive[: self.n]))
@@ -273,7 +277,12 @@ def _matches(value: Any, cond: Any) -> bool:
         if op in ("gt", "gte", "lt", "lte"):
             if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
                 return False
-            if not {"gt": value > target, "gte": value >= target, "lt": value < target, "lte": value <= target}[op]:
+            if not {
+                "gt": value > target,
+                "gte": value >= target,
+                "lt": value < target,
+                "lte": value <= target,
+            }[op]:
                 return False
     return True
 
@@ -284,8 +293,12 @@ def check_where(where: Mapping[str, Any]) -> None:
         if isinstance(cond, Mapping):
             for op, target in cond.items():
                 if op not in ("eq", "ne", "in", "gt", "gte", "lt", "lte"):
-                    raise SearchError(f"filter on '{key}': unknown operator '{op}'; use eq, ne, in, gt, gte, lt, lte")
-                if op in ("gt", "gte", "lt", "lte") and (isinstance(target, bool) or not isinstance(target, (int, float))):
+                    raise SearchError(
+                        f"filter on '{key}': unknown operator '{op}'; use eq, ne, in, gt, gte, lt, lte"
+                    )
+                if op in ("gt", "gte", "lt", "lte") and (
+                    isinstance(target, bool) or not isinstance(target, (int, float))
+                ):
                     raise SearchError(f"filter on '{key}': '{op}' needs a number, got {target!r}")
                 if op == "in" and not isinstance(target, (list, tuple, set)):
                     raise SearchError(f"filter on '{key}': 'in' needs a list, got {target!r}")

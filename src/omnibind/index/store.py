@@ -141,7 +141,8 @@ class ItemStore:
         self.table.checkout_latest()
         if columns is None:
             return self.table.to_arrow()
-        return self.table.to_lance().to_table(columns=list(columns))
+        # a plain scan (no vector): reads only the named columns, not the media bytes
+        return self.table.search().select(list(columns)).limit(None).to_arrow()
 
     def append(self, rows: Any) -> None:
         """Append a ``pyarrow.Table`` of rows in one commit."""
@@ -150,7 +151,10 @@ class ItemStore:
     def upsert(self, rows: Any) -> None:
         """Replace the rows with the same ids and insert the others, in one commit."""
         rows = rows.cast(self.table.schema)
-        self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+        self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+            rows,
+            on_bad_vectors="null",  # absent modalities are null vectors, which merge_insert flags
+        )
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete the rows of ``ids`` in one commit."""
@@ -164,7 +168,11 @@ class ItemStore:
 
     def compact(self) -> None:
         """Merge small fragments, drop deleted rows and remove old versions and orphaned files."""
-        self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+        import warnings
+
+        with warnings.catch_warnings():  # "removes every version but the latest" is what compact means
+            warnings.simplefilter("ignore", UserWarning)
+            self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
 
 def _sql_string(value: str) -> str:
@@ -187,7 +195,7 @@ def encode_media(kind: str, value: Any, options: dict[str, Any]) -> tuple[bytes,
     if kind == "audio":
         import soundfile as sf
 
-        wave, rate = (value if isinstance(value, tuple) else (value, options.get("sample_rate", 16000)))
+        wave, rate = value if isinstance(value, tuple) else (value, options.get("sample_rate", 16000))
         buf = io.BytesIO()
         sf.write(buf, np.asarray(wave, dtype=np.float32), int(rate), format="WAV")
         return buf.getvalue(), "audio/wav"

@@ -50,9 +50,14 @@ def create_objective(name: str, matryoshka: dict[str, Any] | None = None, **opti
     if matryoshka is not None:
         from omnibind.objectives.matryoshka import Matryoshka
 
-        if not isinstance(matryoshka, dict) or set(matryoshka) - {"dims", "weights"} or "dims" not in matryoshka:
+        if (
+            not isinstance(matryoshka, dict)
+            or set(matryoshka) - {"dims", "weights"}
+            or "dims" not in matryoshka
+        ):
             raise ConfigError(
-                f"objective.matryoshka must be {{dims: [...], weights: [...]}} (weights optional), got {matryoshka!r}"
+                "objective.matryoshka must be {dims: [...], weights: [...]} (weights optional), "
+                f"got {matryoshka!r}"
             )
         return Matryoshka(create_objective(name, **options), **matryoshka)
     cls = OBJECTIVES.get(name)

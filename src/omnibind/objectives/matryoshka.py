@@ -29,7 +29,9 @@ from omnibind.types import Embeddings, LossOutput
 LossFn = Callable[..., LossOutput]
 
 
-def mnrl_loss(anchor: Tensor, positive: Tensor, negative: Tensor | None = None, scale: float = 20.0) -> Tensor:
+def mnrl_loss(
+    anchor: Tensor, positive: Tensor, negative: Tensor | None = None, scale: float = 20.0
+) -> Tensor:
     """Multiple-negatives ranking loss: one-direction InfoNCE of anchors against candidates, on cosines.
 
     Candidates are the positives stacked over the optional extra negatives; row ``a`` of the anchors has

@@ -1,0 +1,81 @@
+"""``omnibind index build|add|delete|compact``: make and change a search index.
+
+``omnibind index build RUN --data DATA --out INDEX`` (a Typer group cannot also take ``RUN`` as its own
+argument, so building is the ``build`` subcommand).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _records(index_modalities: list[str], data: str, root: str | None) -> list:
+    from omnibind.data.sources import load_source
+
+    return load_source(data, root=root, modalities=index_modalities).records
+
+
+def _add(index, data: str, root: str | None, batch_size: int) -> int:  # noqa: ANN001
+    records = _records(index.modalities, data, root)
+
+    def acknowledge(total: int, ids: list[str]) -> None:
+        # printed only after the batch's commit: every item counted here survives a crash
+        typer.echo(f"committed {total} items (last id {ids[-1]})")
+
+    return index.add(records, batch_size=batch_size, on_commit=acknowledge, progress=True)
+
+
+def build(
+    run: Path = typer.Argument(..., help="Run folder (or a model folder)."),
+    data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
+    out: Path = typer.Option(..., "--out", help="Index directory to create."),
+    root: str = typer.Option(None, "--root", help="Data folder for built-in loaders that need one."),
+    batch_size: int = typer.Option(1024, help="Items per commit."),
+    exact_threshold: int = typer.Option(200_000, help="Vectors per modality above which HNSW is used."),
+    prefix: int = typer.Option(64, help="Matryoshka prefix width of the HNSW graph."),
+) -> None:
+    """Embed every item of DATA with the model of RUN into a new index at OUT."""
+    from omnibind.index import Index, SearchSettings
+
+    index = Index.create(out, run, SearchSettings(exact_threshold=exact_threshold, prefix=prefix))
+    total = _add(index, data, root, batch_size)
+    typer.echo(
+        f"indexed {total} items ({', '.join(f'{m}: {n}' for m, n in index.counts().items())}) -> {out}"
+    )
+
+
+def add(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
+    root: str = typer.Option(None, "--root", help="Data folder for built-in loaders that need one."),
+    batch_size: int = typer.Option(1024, help="Items per commit."),
+) -> None:
+    """Add the items of DATA to INDEX (no rebuild); prints a line after each committed batch."""
+    from omnibind.index import Index
+
+    index = Index.open(index_dir)
+    total = _add(index, data, root, batch_size)
+    typer.echo(f"added {total} items; the index holds {len(index)}")
+
+
+def delete(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    ids: list[str] = typer.Argument(..., help="Item ids to delete."),
+) -> None:
+    """Delete items by id (one commit; all or none)."""
+    from omnibind.index import Index
+
+    index = Index.open(index_dir)
+    count = index.delete(ids)
+    typer.echo(f"deleted {count} items; the index holds {len(index)}")
+
+
+def compact(index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory.")) -> None:
+    """Rewrite INDEX without deleted rows and old versions (frees disk; no other writer may run)."""
+    from omnibind.index import Index
+
+    index = Index.open(index_dir)
+    index.compact()
+    typer.echo(f"compacted {index_dir}: {len(index)} items")
