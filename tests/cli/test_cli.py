@@ -97,3 +97,19 @@ def test_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
     assert "did you mean 'train'" in result.output
     result = runner.invoke(app, ["info", str(tmp_path)])
     assert result.exit_code == 2 and "not an omnibind model" in result.output
+
+
+def test_train_and_eval_dispatch_on_a_classify_task(tmp_path: Path) -> None:
+    raw = tiny_shapes_config(n=120, epochs=1)
+    raw["task"] = {"type": "classify", "label": "mark+tone", "head": "attention"}
+    raw.pop("eval")
+    config = tmp_path / "cls.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output
+    result = runner.invoke(app, ["eval", str(tmp_path / "run"), "--out", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["task"] == "classify", metrics
+    assert "image" in metrics["test"]["subsets"], list(metrics["test"]["subsets"])

@@ -19,6 +19,8 @@ def evaluate_run(
     from omnibind.model import OmniModel
     from omnibind.training.callbacks import read_history
 
+    if _model_format(run) == "omnibind-classifier/1":
+        return _evaluate_classifier(run, data, out, split)
     model = OmniModel.load(_model_dir(run))
     cfg = model.config
     kinds = build_kinds(cfg)
@@ -51,6 +53,41 @@ def _concat(datasets: list[Any]) -> Any:
     from omnibind.data.dataset import concat_datasets
 
     return concat_datasets(datasets)
+
+
+def _model_format(run: Path) -> str:
+    import json
+
+    path = _model_dir(run) / "config.json"
+    return json.loads(path.read_text()).get("format", "") if path.exists() else ""
+
+
+def _evaluate_classifier(run: Path, data: str | None, out: Path, split: str) -> dict[str, Any]:
+    """Score a classifier run (``task: classify``) on a split; writes ``metrics.json``."""
+    from omnibind.data.loading import build_kinds, build_splits
+    from omnibind.evaluation.classification import evaluate_classifier
+    from omnibind.fusion.classifier import Classifier
+    from omnibind.io import write_json_atomic
+
+    model = Classifier.load(_model_dir(run))
+    split = split or ("test" if data is None else "all")
+    wanted = ("train", "val", "test") if split == "all" else (split,)
+    splits = build_splits(model.config, build_kinds(model.config), wanted=wanted, fit=False, source=data)
+    datasets = [splits.datasets[s] for s in wanted if s in splits.datasets]
+    if not datasets:
+        raise typer.BadParameter(f"the data has no '{split}' split")
+    dataset = datasets[0] if len(datasets) == 1 else _concat(datasets)
+    metrics = {"task": "classify", "split": split, "test": evaluate_classifier(model, dataset)}
+    out = out if out.suffix == ".json" else out / "metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, metrics)
+    overall = metrics["test"]["overall"]
+    typer.echo(f"accuracy {overall['accuracy']:.3f} on {split} ({overall.get('n', len(dataset))} items)")
+    for name, sub in metrics["test"].get("subsets", {}).items():
+        if sub.get("accuracy") is not None:
+            typer.echo(f"  {name:30s} {sub['accuracy']:.3f} (n={sub['n']})")
+    typer.echo(f"metrics: {out}")
+    return metrics
 
 
 def _model_dir(run: Path) -> Path:

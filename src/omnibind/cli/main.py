@@ -12,6 +12,7 @@ import typer
 from omnibind.cli import demo, embed, evaluate, info, train
 from omnibind.cli import index as index_cmd
 from omnibind.cli import search as search_cmd
+from omnibind.cli import serve as serve_cmd
 
 app = typer.Typer(
     name="omnibind",
@@ -51,6 +52,7 @@ index_app.command("delete")(_friendly(index_cmd.delete))
 index_app.command("compact")(_friendly(index_cmd.compact))
 app.add_typer(index_app, name="index")
 app.command("search")(_friendly(search_cmd.search))
+app.command("serve")(_friendly(serve_cmd.serve))
 
 if __name__ == "__main__":
     app()

@@ -28,6 +28,13 @@ def train(
         cfg = config_from_dict(yaml.safe_load((out / "config.yaml").read_text()))
     else:
         cfg = load_config(config, overrides)
+    if cfg.task is not None:  # a supervised task: encoders + a fusion head
+        from omnibind.training.classify import train_classifier
+
+        fitted = train_classifier(cfg, out, resume=resume, evaluate=evaluate)
+        accuracy = fitted.test["overall"]["accuracy"] if fitted.test else None
+        typer.echo(f"trained {fitted.steps} steps; model saved to {out / 'model'}; test accuracy {accuracy}")
+        return
     result = run_training(cfg, out, resume=resume)
     typer.echo(f"trained {result.steps} steps; model saved to {out / 'model'}")
     if evaluate:

@@ -44,7 +44,7 @@ from omnibind.training.balance import BalancePolicy, ModalityDropout, StepContex
 from omnibind.training.callbacks import Callback, EarlyStopping, MetricsLog, ProgressBar, read_history
 from omnibind.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from omnibind.training.optim import param_groups, warmup_cosine
-from omnibind.training.trainer import _check_run_dir, epoch_order
+from omnibind.training.trainer import check_run_dir, epoch_order
 
 
 @dataclass
@@ -133,7 +133,7 @@ def train_classifier(
     if task is None:
         raise OmnibindError("train_classifier needs a config with a 'task' section (task: {type: classify})")
     run_dir = Path(run_dir)
-    ckpt_path = _check_run_dir(run_dir, resume)
+    ckpt_path = check_run_dir(run_dir, resume)
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)

@@ -61,7 +61,7 @@ def epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
     return torch.randperm(size, generator=gen)
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> Path:
+def check_run_dir(run_dir: Path, resume: bool) -> Path:
     ckpt = run_dir / "checkpoints" / CHECKPOINT_NAME
     if resume and not ckpt.exists():
         raise OmnibindError(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
@@ -92,7 +92,7 @@ def train(
         :class:`TrainResult` with the trained model (the best one when early stopping is on).
     """
     run_dir = Path(run_dir)
-    ckpt_path = _check_run_dir(run_dir, resume)
+    ckpt_path = check_run_dir(run_dir, resume)
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)

@@ -1,0 +1,38 @@
+"""``omnibind serve INDEX [--host 127.0.0.1] [--port 8000] [--api-key-file FILE]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def serve(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; not loopback needs API keys."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key_file: Path = typer.Option(
+        None, "--api-key-file", help="File of 'read KEY' / 'write KEY' lines (see docs/serving.md)."
+    ),
+    max_k: int = typer.Option(1000, "--max-k", help="Largest k a search may ask for."),
+    max_body_mb: float = typer.Option(8.0, "--max-body-mb", help="Largest request body, in MiB."),
+) -> None:
+    """Serve INDEX over HTTP: the search API under /v1, the search page at /, API docs at /docs."""
+    import uvicorn
+
+    from omnibind.index import Index, ModelMismatchError
+    from omnibind.serving import ApiKeys, ServeSettings, create_app, load_key_file
+
+    keys = load_key_file(api_key_file) if api_key_file is not None else ApiKeys()
+    settings = ServeSettings(
+        host=host, port=port, keys=keys, max_k=max_k, max_body_bytes=int(max_body_mb * 1024 * 1024)
+    )
+    settings.check()  # before opening anything: a public address without keys is refused at once
+    index = Index.open(index_dir)
+    try:
+        index.model.eval()  # load now, so the first query is not slow and a mismatch shows at start
+    except ModelMismatchError as exc:
+        typer.secho(f"warning: {exc}; raw-value queries will get 409", fg=typer.colors.YELLOW, err=True)
+    app = create_app(index, settings)
+    typer.echo(f"serving {index_dir} ({len(index)} items) on http://{host}:{port}/  (API docs: /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
