@@ -12,37 +12,25 @@ Symile can reach 1.0; at p = 0.5 the Bayes optimum is p + (1 - p) / 2^d_v = 0.51
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from omnibind.config import load_config
 from omnibind.data.loading import build_kinds, build_splits
 from omnibind.data.synthetic import xor_bayes_accuracy
-from omnibind.evaluation.evaluate import embed_dataset
-from omnibind.evaluation.zero_shot import candidate_accuracy
+from omnibind.evaluation.evaluate import xor_pick_accuracy
 from omnibind.model import OmniModel
 from omnibind.training.trainer import train
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def pick_b_accuracy(model: OmniModel, overrides: list[str]) -> float:
+def pick_b_accuracy(model: OmniModel) -> float:
     """Accuracy of choosing each test item's b among all 2^d_v bit vectors, scored from (a, c)."""
-    cfg = model.config
-    d_v = int(cfg.modalities["b"].options["dim"])
-    splits = build_splits(cfg, build_kinds(cfg), ("test",), fit=False, progress=False)
-    test = splits.datasets["test"]
-    candidates = np.array(list(itertools.product([0.0, 1.0], repeat=d_v)), dtype=np.float32)  # [2^d, d]
-    zb = model.embed(list(candidates), "b")  # [2^d, D]
-    emb, _ = embed_dataset(model, test)
-    truth = torch.tensor([int(f["b"], 2) for f in test.facts])
-    return candidate_accuracy([emb["a"], emb["c"]], zb, truth, model.joint_similarity)["accuracy"]
+    splits = build_splits(model.config, build_kinds(model.config), ("test",), fit=False, progress=False)
+    return xor_pick_accuracy(model, splits.datasets["test"])
 
 
 def run(objective: str, p: float, seed: int, epochs: int | None) -> float:
@@ -57,7 +45,7 @@ def run(objective: str, p: float, seed: int, epochs: int | None) -> float:
     cfg = load_config(EXAMPLES / f"xor-{objective}.yaml", overrides)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, Path(tmp) / "run")
-        return pick_b_accuracy(result.model, overrides)
+        return pick_b_accuracy(result.model)
 
 
 def main() -> None:

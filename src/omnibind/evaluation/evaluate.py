@@ -153,6 +153,29 @@ def joint_fact_metrics(
     return out
 
 
+def xor_pick_accuracy(
+    model: OmniModel, dataset: Dataset, query: tuple[str, str] = ("a", "c"), target: str = "b"
+) -> float:
+    """The Symile paper's XOR test on ``builtin:xor`` data: pick ``target`` among all 2^d_v bit vectors.
+
+    Every possible value of the target is embedded as a candidate and scored against the query
+    modalities with the model's joint similarity; chance is 2^-d_v.
+    """
+    import itertools
+
+    import numpy as np
+
+    from omnibind.evaluation.zero_shot import candidate_accuracy
+
+    d_v = len(dataset.facts[0][target])  # type: ignore[index]
+    candidates = np.array(list(itertools.product([0.0, 1.0], repeat=d_v)), dtype=np.float32)  # [2^d, d]
+    z_target = model.embed(list(candidates), target)  # [2^d, D]
+    embeddings, _ = embed_dataset(model, dataset)
+    truth = torch.tensor([int(f[target], 2) for f in dataset.facts])  # type: ignore[index]
+    queries = [embeddings[q] for q in query]
+    return float(candidate_accuracy(queries, z_target, truth, model.joint_similarity)["accuracy"])
+
+
 def evaluate(
     model: OmniModel,
     dataset: Dataset,
