@@ -161,6 +161,12 @@ def test_corrupt_upload(client):
     _error(client.post("/v1/search", files=files), 400, "corrupt")
 
 
+def test_image_bomb(client):
+    buf = io.BytesIO()
+    Image.new("1", (6000, 6000)).save(buf, format="PNG")  # a few kB that would unpack to 36M pixels
+    _error(client.post("/v1/search", json={"media": {"image": _b64(buf.getvalue())}}), 413, "pixels")
+
+
 def test_oversized_upload(index):
     small = TestClient(create_app(index, ServeSettings(max_body_bytes=4096)))
     big = _b64(np.random.default_rng(0).bytes(10_000))
@@ -256,6 +262,11 @@ def test_not_an_index_and_refusals(tmp_path):
 
     result = CliRunner().invoke(app, ["serve", str(tmp_path)])
     assert result.exit_code == 2 and "not an omnibind index" in result.output
+    result = CliRunner().invoke(app, ["serve", str(tmp_path), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "only loopback" in result.output
+    (tmp_path / "keys").write_text("admin x\n")
+    result = CliRunner().invoke(app, ["serve", str(tmp_path), "--api-key-file", str(tmp_path / "keys")])
+    assert result.exit_code == 2 and "expected 'read KEY'" in result.output
     with pytest.raises(ServeError, match="only loopback"):
         ServeSettings(host="0.0.0.0").check()
     ServeSettings(host="0.0.0.0", keys=ApiKeys.from_keys(read=[READ_KEY])).check()

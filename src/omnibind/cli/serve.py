@@ -16,6 +16,7 @@ def serve(
     ),
     max_k: int = typer.Option(1000, "--max-k", help="Largest k a search may ask for."),
     max_body_mb: float = typer.Option(8.0, "--max-body-mb", help="Largest request body, in MiB."),
+    workers: int = typer.Option(0, "--workers", help="Searches computed at once (0: one per CPU core)."),
 ) -> None:
     """Serve INDEX over HTTP: the search API under /v1, the search page at /, API docs at /docs."""
     import uvicorn
@@ -25,7 +26,12 @@ def serve(
 
     keys = load_key_file(api_key_file) if api_key_file is not None else ApiKeys()
     settings = ServeSettings(
-        host=host, port=port, keys=keys, max_k=max_k, max_body_bytes=int(max_body_mb * 1024 * 1024)
+        host=host,
+        port=port,
+        keys=keys,
+        max_k=max_k,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        workers=workers,
     )
     settings.check()  # before opening anything: a public address without keys is refused at once
     index = Index.open(index_dir)

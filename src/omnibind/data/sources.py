@@ -95,6 +95,7 @@ def load_source(
     """
     if source.startswith("builtin:"):
         import omnibind.data.avmnist  # noqa: F401  (registers the loaders)
+        import omnibind.data.emoji  # noqa: F401
         import omnibind.data.synthetic  # noqa: F401
 
         name, opts = parse_source(source)

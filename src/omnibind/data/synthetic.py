@@ -184,8 +184,12 @@ def _render_images(rng: np.random.Generator, f: dict[str, np.ndarray], size: int
     mask = _shape_masks(f["shape"], f["cx"] * size, f["cy"] * size, f["r"] * size, size)
     rgb = _RGB[f["colour"]] + rng.uniform(-20, 20, size=(n, 3))  # [n, 3]
     img = np.where(mask[..., None], rgb[:, None, None, :] + rng.normal(0, 4.0, img.shape), img)
-    dot = max(2, round(size * 0.1))  # 3 px at 32: a dark square in the top-left corner
-    img[f["mark"] == 1, 1 : 1 + dot, 1 : 1 + dot, :] = 25.0
+    # The mark is a dark frame around the whole picture: a global feature, so that a small image
+    # encoder carries it strongly (a corner dot was readable but too faint for Symile to pick up).
+    width = max(1, round(size / 16))  # 2 px at 32
+    marked = f["mark"] == 1
+    for band in (np.s_[:width, :], np.s_[-width:, :], np.s_[:, :width], np.s_[:, -width:]):
+        img[(marked, *band)] = 40.0
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -278,8 +282,8 @@ def shapes(
     ``timbre`` is ``w = u XOR v``. The modalities carry:
 
     - ``image``: uint8 ``[image_size, image_size, 3]``; the shape in its colour (RGB jitter), size and side
-      (random vertical offset and jitter) on a lightly noisy grey background, plus a dark dot in the
-      top-left corner iff ``mark`` = 1.
+      (random vertical offset and jitter) on a lightly noisy grey background, plus a dark frame around
+      the picture iff ``mark`` = 1.
     - ``caption``: str; shape, colour, size and position in one of several templates with synonyms, ending
       in a time-of-day phrase: dawn / early morning / sunrise iff ``tone`` = 0, dusk / late evening /
       sunset iff 1.
@@ -335,7 +339,7 @@ def shapes(
         "tone": r_fact.integers(0, 2, n),
     }
     f["timbre"] = f["mark"] ^ f["tone"]
-    # Geometry as fractions of the image side; radius leaves room for the mark dot in the corner.
+    # Geometry as fractions of the image side; radius leaves room for the mark frame.
     f["r"] = np.where(f["size"] == 1, 0.24, 0.14) * (1 + r_fact.uniform(-0.08, 0.08, n))
     f["cx"] = np.where(f["position"] == 1, 0.70, 0.30) + r_fact.uniform(-0.04, 0.04, n)
     f["cy"] = r_fact.uniform(0.36, 0.64, n)

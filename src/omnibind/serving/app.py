@@ -22,6 +22,7 @@ import binascii
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +53,7 @@ from omnibind.serving import schemas as s
 from omnibind.serving.security import ServeSettings
 
 STATIC = Path(__file__).parent / "static"
+MAX_PIXELS = 16_000_000  # an uploaded image larger than this is refused before it is decoded
 log = logging.getLogger("omnibind.serving")
 
 
@@ -81,8 +83,10 @@ def _decode_image(data: bytes) -> Any:
 
     try:
         img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_PIXELS:  # checked before decoding: a small file can unpack huge
+            raise ApiError(413, f"the image is {img.width}x{img.height}; at most {MAX_PIXELS:,} pixels")
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise ApiError(400, f"the image is corrupt or not a PNG/JPEG/GIF/WebP file ({exc})") from None
     return img
 
@@ -172,6 +176,7 @@ class Service:
         self.index = index
         self.settings = settings
         self.lock = RWLock()
+        self.slots = threading.BoundedSemaphore(settings.workers or os.cpu_count() or 1)
         self._model_lock = threading.Lock()
 
     def model(self) -> Any:
@@ -272,7 +277,7 @@ class Service:
     def query(self, req: s.SearchRequest, uploads: dict[str, Any]) -> Query:
         values: dict[str, Any] = {m: self.safe_value(m, v) for m, v in req.values.items()}
         if req.text is not None:
-            values[self.text_modality()] = req.text
+            values[self.text_modality()] = self.safe_value(self.text_modality(), req.text)
         for m, b64 in req.media.items():
             values[m] = self.b64_value(m, b64)
         values.update(uploads)
@@ -475,8 +480,8 @@ def _search(service: Service, req: s.SearchRequest, uploads: list[Upload]) -> di
     query = service.query(req, {m: service.media_value(m, data, ct) for m, data, ct in uploads})
     if query.values:
         service.model()  # load once, outside the read lock
-    start = time.perf_counter()
-    with service.lock.read():
+    with service.slots, service.lock.read():
+        start = time.perf_counter()  # the search itself, not the wait for a worker slot
         result = service.index.search(
             query, target=req.target, k=req.k, where=req.where, min_score=req.min_score, max_gap=req.max_gap
         )
@@ -546,7 +551,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         items = [service.safe_value(m, v) for v in req.values] + [service.b64_value(m, b) for b in req.media]
         model = service.model()
         try:
-            vectors = model.embed(items, m)
+            with service.slots:
+                vectors = model.embed(items, m)
         except (ValueError, TypeError, OSError) as exc:
             raise ApiError(400, f"cannot embed a value of '{m}': {exc}") from None
         return {"modality": m, "dim": index.dim, "vectors": vectors.tolist()}

@@ -123,6 +123,8 @@ class ServeSettings:
         max_body_bytes: larger request bodies are refused with 413.
         max_k: the largest ``k`` a search may ask for.
         max_embed: the most values one ``/v1/embed`` or ``/v1/items`` request may carry.
+        workers: searches and embeddings computed at once (0: one per CPU core); more requests wait their
+            turn, which keeps tail latency near ``queue length x service time`` instead of time-slicing.
     """
 
     host: str = "127.0.0.1"
@@ -131,6 +133,7 @@ class ServeSettings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_k: int = 1000
     max_embed: int = 64
+    workers: int = 0
 
     def check(self) -> None:
         """Refuse settings that would expose the index without keys."""
@@ -139,5 +142,5 @@ class ServeSettings:
                 f"refusing to bind to {self.host}: only loopback (127.0.0.1) may be served without API keys; "
                 "pass --api-key-file FILE with lines 'read KEY' / 'write KEY' (see docs/serving.md)"
             )
-        if self.max_body_bytes < 1024 or self.max_k < 1 or self.max_embed < 1:
+        if self.max_body_bytes < 1024 or self.max_k < 1 or self.max_embed < 1 or self.workers < 0:
             raise ServeError("max_body_bytes must be at least 1024 and max_k, max_embed at least 1")

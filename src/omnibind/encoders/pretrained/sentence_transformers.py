@@ -118,7 +118,9 @@ class SentenceTransformerEncoder(Encoder):
         out = []
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
-            features: dict[str, Any] = self.backbone.tokenize(chunk)  # type: ignore[operator]
+            # sentence-transformers 6 renamed tokenize() to preprocess(); older releases only have tokenize()
+            prepare = getattr(self.backbone, "preprocess", None) or self.backbone.tokenize
+            features: dict[str, Any] = prepare(chunk)  # type: ignore[operator]
             features = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in features.items()}
             out.append(self.backbone(features)["sentence_embedding"])
             self.encoded += len(chunk)

@@ -37,6 +37,7 @@ async function loadInfo() {
   const mods = Object.entries(state.info.modalities);
   $("info").textContent = `${state.info.items} items · ` +
     mods.map(([m, v]) => `${m} (${v.kind}, ${v.count})`).join(" · ");
+  $("k").max = String(state.info.limits.max_k);
   const select = $("target");
   select.length = 1;
   for (const [m, v] of mods) select.add(new Option(`${m} (${v.kind})`, m));
@@ -162,8 +163,8 @@ async function card(hit) {
 async function render(result, like) {
   const cards = await Promise.all(result.hits.map(card));
   $("results").replaceChildren(...cards);
-  const what = like ? `like ${like}` : "";
-  setStatus(`${result.hits.length} results ${what} (${result.method}, stopped: ${result.stopped_because}, ` +
+  const what = like ? ` like ${like}` : "";
+  setStatus(`${result.hits.length} results${what} (${result.method}, stopped: ${result.stopped_because}, ` +
     `${result.took_ms.toFixed(1)} ms)`);
 }
 
@@ -183,7 +184,8 @@ drop.addEventListener("drop", (event) => {
   addFiles(event.dataTransfer.files);
 });
 $("files").addEventListener("change", (event) => { addFiles(event.target.files); event.target.value = ""; });
-$("key-save").addEventListener("click", () => {
+$("key-box").addEventListener("submit", (event) => {
+  event.preventDefault();
   state.key = $("key").value.trim();
   sessionStorage.setItem("omnibind-key", state.key);
   loadInfo();
