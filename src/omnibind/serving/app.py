@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 from fastapi import Depends, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -176,7 +176,8 @@ class Service:
         self.index = index
         self.settings = settings
         self.lock = RWLock()
-        self.slots = threading.BoundedSemaphore(settings.workers or os.cpu_count() or 1)
+        # searches and embeddings wait here, first come first served, without holding a thread
+        self.workers = anyio.CapacityLimiter(settings.workers or os.cpu_count() or 1)
         self._model_lock = threading.Lock()
 
     def model(self) -> Any:
@@ -480,8 +481,8 @@ def _search(service: Service, req: s.SearchRequest, uploads: list[Upload]) -> di
     query = service.query(req, {m: service.media_value(m, data, ct) for m, data, ct in uploads})
     if query.values:
         service.model()  # load once, outside the read lock
-    with service.slots, service.lock.read():
-        start = time.perf_counter()  # the search itself, not the wait for a worker slot
+    with service.lock.read():
+        start = time.perf_counter()
         result = service.index.search(
             query, target=req.target, k=req.k, where=req.where, min_score=req.min_score, max_gap=req.max_gap
         )
@@ -497,6 +498,21 @@ def _search(service: Service, req: s.SearchRequest, uploads: list[Upload]) -> di
         ]
     took = (time.perf_counter() - start) * 1000
     return {"hits": hits, "stopped_because": result.stopped_because, "method": result.method, "took_ms": took}
+
+
+def _embed(service: Service, req: s.EmbedRequest) -> dict[str, Any]:
+    m = service.modality(req.modality)
+    if bool(req.values) == bool(req.media):
+        raise ApiError(400, "give exactly one of 'values' (raw values) or 'media' (base64 files)")
+    if len(req.values) + len(req.media) > service.settings.max_embed:
+        raise ApiError(413, f"at most {service.settings.max_embed} values per request")
+    items = [service.safe_value(m, v) for v in req.values] + [service.b64_value(m, b) for b in req.media]
+    model = service.model()
+    try:
+        vectors = model.embed(items, m)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ApiError(400, f"cannot embed a value of '{m}': {exc}") from None
+    return {"modality": m, "dim": service.index.dim, "vectors": vectors.tolist()}
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
@@ -538,24 +554,12 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def search(request: Request) -> Any:
         """Rank items for a query of raw values, media, vectors and/or an item id (JSON or multipart)."""
         req, uploads = await _search_input(request, service)
-        return await run_in_threadpool(_search, service, req, uploads)
+        return await anyio.to_thread.run_sync(_search, service, req, uploads, limiter=service.workers)
 
     @app.post("/v1/embed", response_model=s.EmbedResponse, **read, tags=["search"])
-    def embed(req: s.EmbedRequest) -> dict[str, Any]:
+    async def embed(req: s.EmbedRequest) -> dict[str, Any]:
         """Embed values of one modality into the shared space (unit vectors of width D)."""
-        m = service.modality(req.modality)
-        if bool(req.values) == bool(req.media):
-            raise ApiError(400, "give exactly one of 'values' (raw values) or 'media' (base64 files)")
-        if len(req.values) + len(req.media) > settings.max_embed:
-            raise ApiError(413, f"at most {settings.max_embed} values per request")
-        items = [service.safe_value(m, v) for v in req.values] + [service.b64_value(m, b) for b in req.media]
-        model = service.model()
-        try:
-            with service.slots:
-                vectors = model.embed(items, m)
-        except (ValueError, TypeError, OSError) as exc:
-            raise ApiError(400, f"cannot embed a value of '{m}': {exc}") from None
-        return {"modality": m, "dim": index.dim, "vectors": vectors.tolist()}
+        return await anyio.to_thread.run_sync(_embed, service, req, limiter=service.workers)
 
     @app.get("/v1/items/{item_id}", response_model=s.ItemOut, **read, tags=["items"])
     def get_item(item_id: str) -> dict[str, Any]:

@@ -191,6 +191,7 @@ $("key-box").addEventListener("submit", (event) => {
   loadInfo();
 });
 document.addEventListener("keydown", (event) => {
-  if (event.key === "/" && document.activeElement.tagName !== "INPUT") { event.preventDefault(); $("q").focus(); }
+  const typing = document.activeElement === $("q") || document.activeElement === $("key");
+  if (event.key === "/" && !typing) { event.preventDefault(); $("q").focus(); }
 });
 loadInfo();
