@@ -180,17 +180,23 @@ def _rows_n(
     for j, p in zip(others[1:], perm[1:], strict=True):
         shuffled = shuffled * tensors[j][p]
         valid = valid & mask[p, j]
-    x = tensors[anchor][rows]  # [g, D]
-    logits = scale * x @ shuffled.T  # [g, N]
-    if not bool(valid.all()):  # skip the extra [g, N] copy when every column is valid
+    every_row = rows.numel() == n
+    x = tensors[anchor] if every_row else tensors[anchor][rows]  # [g, D]
+    # Scale before the product so that nothing saved for backward is the [g, N] matrix, which lets the
+    # diagonal be overwritten in place below (no [g, N] mask, no second [g, N] copy).
+    logits = (x * scale) @ shuffled.T  # [g, N]
+    if not bool(valid.all()):
         logits = logits.masked_fill(~valid[None, :], float("-inf"))
-    positive = scale * mip([x] + [tensors[j][rows] for j in others])  # [g]
-    diagonal = torch.arange(n, device=rows.device)[None, :] == rows[:, None]  # [g, N]
-    logits = torch.where(diagonal, positive[:, None], logits)
-    # A false negative: an off-diagonal column whose every shuffled row is the anchor row itself.
-    hits = ~diagonal
-    for p in perm:
-        hits = hits & (p[None, :] == rows[:, None])
+    others_rows = [tensors[j] if every_row else tensors[j][rows] for j in others]
+    positive = scale * mip([x, *others_rows])  # [g]
+    logits[torch.arange(rows.numel(), device=rows.device), rows] = positive  # the true tuple on the diagonal
+    # A false negative: an off-diagonal column c whose every shuffled row is one anchor row a != c.
+    same = torch.ones(n, dtype=torch.bool, device=rows.device)
+    for p in perm[1:]:
+        same = same & (p == perm[0])
+    is_row = torch.zeros(n, dtype=torch.bool, device=rows.device)
+    is_row[rows] = True
+    hits = same & is_row[perm[0]] & (perm[0] != torch.arange(n, device=rows.device))
     return torch.logsumexp(logits, dim=1) - positive, int(hits.sum())
 
 
