@@ -12,8 +12,16 @@ from omnibind.training.demo import run_demo
 
 
 def _check_layout(out: Path) -> dict:
-    for name in ("model/config.json", "model/model.safetensors", "symile/model/config.json", "metrics.json",
-                 "report.md", "retrieval_r1.png", "training.png", "zero_shot.png"):
+    for name in (
+        "model/config.json",
+        "model/model.safetensors",
+        "symile/model/config.json",
+        "metrics.json",
+        "report.md",
+        "retrieval_r1.png",
+        "training.png",
+        "zero_shot.png",
+    ):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["symile"]["side_by_side"]["joint_facts"], "the report compares the joint facts"

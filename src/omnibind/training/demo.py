@@ -78,12 +78,14 @@ def _sections(compare: dict[str, list[dict[str, Any]]], timings: dict[str, float
             "product. Share of top-1 targets with the right bit:\n\n" + "\n".join(facts),
         ),
         ("Composed queries, both models (relevance: same facts)", "\n".join(queries)),
-        ("Reading the tables",
-         "A target counts as relevant when it shares the facts that both sides carry: image and caption "
-         "share shape, colour, size and position; sound shares shape and colour; the table shares size "
-         "and position. Sound and table share no fact, so their pairs fall back to same-item relevance "
-         "and sit near chance by construction; pairs whose shared facts have few values (table: 2 sizes "
-         "x 2 positions) are easy by construction."),
+        (
+            "Reading the tables",
+            "A target counts as relevant when it shares the facts that both sides carry: image and caption "
+            "share shape, colour, size and position; sound shares shape and colour; the table shares size "
+            "and position. Sound and table share no fact, so their pairs fall back to same-item relevance "
+            "and sit near chance by construction; pairs whose shared facts have few values (table: 2 sizes "
+            "x 2 positions) are easy by construction.",
+        ),
         ("Timing", "\n".join(f"- {k}: {v:.3f}" for k, v in timings.items())),
     ]
 
