@@ -41,9 +41,8 @@ from omnibind.fusion.labels import encode_labels, fit_classes, item_labels
 from omnibind.io import write_json_atomic, write_text_atomic
 from omnibind.model import CONFIG_NAME
 from omnibind.training.balance import BalancePolicy, ModalityDropout, StepContext, modality_groups
-from omnibind.training.callbacks import Callback, EarlyStopping, MetricsLog, ProgressBar, read_history
-from omnibind.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from omnibind.training.optim import param_groups, warmup_cosine
+from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
+from omnibind.training.loop_state import LoopState
 from omnibind.training.trainer import check_run_dir, epoch_order
 
 
@@ -161,35 +160,13 @@ def train_classifier(
     if task.init and not resume:
         model.init_encoders(task.init)
     criterion = criterion_for(task.multilabel)
-    optimizer = torch.optim.AdamW(param_groups([model], tc.weight_decay), lr=tc.lr)
-    batch_size = min(tc.batch_size, len(train_set))
-    steps_per_epoch = max(1, len(train_set) // batch_size)
-    total = steps_per_epoch * tc.epochs
-    if tc.max_steps:
-        total = min(total, tc.max_steps)
-    scheduler = warmup_cosine(optimizer, tc.warmup_steps, total)
     policies: list[BalancePolicy] = [ModalityDropout(task.modality_dropout)] if task.modality_dropout else []
     groups = modality_groups(model.encoder, model.modalities)
-    masker = torch.Generator().manual_seed(tc.seed + 1)  # modality dropout draws
-    stopper = (
-        EarlyStopping(tc.early_stopping_metric, tc.early_stopping_patience, tc.early_stopping_mode)
-        if tc.early_stopping_metric
-        else None
-    )
-    eval_every = tc.eval_every or steps_per_epoch
-    ckpt_every = tc.checkpoint_every or steps_per_epoch
-
-    step = 0
+    loop = LoopState(tc, {"model": model}, len(train_set))
+    plan, stopper, masker = loop.plan, loop.stopper, loop.generator  # masker: modality dropout draws
     if resume:
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        masker.set_state(state["masker"])
-        set_rng_state(state["rng"])
-        if stopper is not None and state.get("early_stopping"):
-            stopper.load_state(state["early_stopping"])
-        step = int(state["step"])
+        loop.restore(ckpt_path)
+    step = loop.step
 
     events: list[Callback] = [
         ProgressBar(tc.progress),
@@ -197,31 +174,17 @@ def train_classifier(
         *(callbacks or []),
     ]
     for cb in events:
-        cb.on_start(total, step)
-
-    def checkpoint() -> None:
-        save_checkpoint(
-            ckpt_path,
-            {
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "masker": masker.get_state(),
-                "rng": rng_state(),
-                "early_stopping": stopper.state() if stopper else None,
-            },
-        )
+        cb.on_start(plan.total, step)
 
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     stopped_early = False
     started, start_step = time.perf_counter(), step
-    while step < total and not stopped_early:
-        epoch, offset = divmod(step, steps_per_epoch)
+    while step < plan.total and not stopped_early:
+        epoch, offset = divmod(step, plan.steps_per_epoch)
         order = epoch_order(tc.seed, epoch, len(train_set))
-        for i in range(offset, steps_per_epoch):
+        for i in range(offset, plan.steps_per_epoch):
             t0 = time.perf_counter()
-            idx = order[i * batch_size : (i + 1) * batch_size]
+            idx = order[i * plan.batch_size : (i + 1) * plan.batch_size]
             batch, y = train_set.batch(idx), targets["train"][idx]
             model.train()
             embeddings = model.embed(batch)  # {modality: [B, D]}
@@ -231,28 +194,26 @@ def train_classifier(
             out = model.head(embeddings, present)
             loss = model.head.loss(out, y, criterion)
             ctx = StepContext(step, embeddings, present, y, model.head, criterion, groups)
-            optimizer.zero_grad(set_to_none=True)
+            loop.optimizer.zero_grad(set_to_none=True)
             _backward(policies, loss, ctx)
             for policy in policies:
                 policy.after_backward(ctx)
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in optimizer.param_groups for p in g["params"]], tc.grad_clip
-                )
-            optimizer.step()
-            scheduler.step()
-            step += 1
+                torch.nn.utils.clip_grad_norm_(loop.parameters(), tc.grad_clip)
+            loop.optimizer.step()
+            loop.scheduler.step()
+            step = loop.step = step + 1
             seconds = time.perf_counter() - t0
             logs = {
                 "epoch": epoch,
                 "train/loss": float(loss.detach()),
                 "train/accuracy": accuracy(out.logits.detach(), y),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": loop.scheduler.get_last_lr()[0],
                 "items_per_s": len(batch) / max(seconds, 1e-9),
             }
             for cb in events:
                 cb.on_step(step, logs)
-            if val_set is not None and (step % eval_every == 0 or step == total):
+            if val_set is not None and (step % plan.eval_every == 0 or step == plan.total):
                 scores = evaluate_classifier(model, val_set, cfg.eval.batch_size, by_subset=False)["overall"]
                 metrics = {f"val/{k}": float(v) for k, v in scores.items() if v is not None and k != "n"}
                 for cb in events:
@@ -261,9 +222,9 @@ def train_classifier(
                     if stopper.update(metrics):
                         model.save(run_dir / "model")
                     stopped_early = stopper.should_stop
-            if step % ckpt_every == 0 or step == total or stopped_early:
-                checkpoint()
-            if step >= total or stopped_early:
+            if step % plan.checkpoint_every == 0 or step == plan.total or stopped_early:
+                loop.save(ckpt_path)
+            if step >= plan.total or stopped_early:
                 break
 
     for cb in events:

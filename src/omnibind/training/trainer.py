@@ -32,15 +32,9 @@ from omnibind.evaluation.evaluate import validation_metrics
 from omnibind.io import write_text_atomic
 from omnibind.model import OmniModel
 from omnibind.objectives import create_objective
-from omnibind.training.callbacks import Callback, EarlyStopping, MetricsLog, ProgressBar, read_history
-from omnibind.training.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from omnibind.training.optim import param_groups, warmup_cosine
+from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
+from omnibind.training.checkpoint import CHECKPOINT_NAME
+from omnibind.training.loop_state import LoopState
 
 
 @dataclass
@@ -112,34 +106,11 @@ def train(
     torch.manual_seed(tc.seed)
     model = OmniModel(cfg)
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
-    optimizer = torch.optim.AdamW(param_groups([model, objective], tc.weight_decay), lr=tc.lr)
-    batch_size = min(tc.batch_size, len(train_set))
-    steps_per_epoch = max(1, len(train_set) // batch_size)
-    total = steps_per_epoch * tc.epochs
-    if tc.max_steps:
-        total = min(total, tc.max_steps)
-    scheduler = warmup_cosine(optimizer, tc.warmup_steps, total)
-    sampler = torch.Generator().manual_seed(tc.seed + 1)  # the objective's negatives (Symile O(N))
-    stopper = (
-        EarlyStopping(tc.early_stopping_metric, tc.early_stopping_patience, tc.early_stopping_mode)
-        if tc.early_stopping_metric
-        else None
-    )
-    eval_every = tc.eval_every or steps_per_epoch
-    ckpt_every = tc.checkpoint_every or steps_per_epoch
-
-    step = 0
+    loop = LoopState(tc, {"model": model, "objective": objective}, len(train_set))
+    plan, stopper = loop.plan, loop.stopper
     if resume:
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.set_state(state["sampler"])
-        set_rng_state(state["rng"])
-        if stopper is not None and state.get("early_stopping"):
-            stopper.load_state(state["early_stopping"])
-        step = int(state["step"])
+        loop.restore(ckpt_path)
+    step = loop.step
 
     events: list[Callback] = [
         ProgressBar(tc.progress),
@@ -147,61 +118,44 @@ def train(
         *(callbacks or []),
     ]
     for cb in events:
-        cb.on_start(total, step)
-
-    def checkpoint() -> None:
-        save_checkpoint(
-            ckpt_path,
-            {
-                "step": step,
-                "model": model.state_dict(),
-                "objective": objective.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler": sampler.get_state(),
-                "rng": rng_state(),
-                "early_stopping": stopper.state() if stopper else None,
-            },
-        )
+        cb.on_start(plan.total, step)
 
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     stopped_early = False
     data_time = step_time = 0.0
     start_step = step
-    while step < total and not stopped_early:
-        epoch, offset = divmod(step, steps_per_epoch)
+    while step < plan.total and not stopped_early:
+        epoch, offset = divmod(step, plan.steps_per_epoch)
         order = epoch_order(tc.seed, epoch, len(train_set))
-        for i in range(offset, steps_per_epoch):
+        for i in range(offset, plan.steps_per_epoch):
             t0 = time.perf_counter()
-            batch = train_set.batch(order[i * batch_size : (i + 1) * batch_size])
+            batch = train_set.batch(order[i * plan.batch_size : (i + 1) * plan.batch_size])
             t1 = time.perf_counter()
             model.train()
             embeddings = model.encode(batch)  # {modality: [B, D]}
-            out = objective(embeddings, batch.present, model.logit_scale, generator=sampler)
-            optimizer.zero_grad(set_to_none=True)
+            out = objective(embeddings, batch.present, model.logit_scale, generator=loop.generator)
+            loop.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in optimizer.param_groups for p in g["params"]], tc.grad_clip
-                )
-            optimizer.step()
-            scheduler.step()
+                torch.nn.utils.clip_grad_norm_(loop.parameters(), tc.grad_clip)
+            loop.optimizer.step()
+            loop.scheduler.step()
             model.clamp_logit_scale()
-            step += 1
+            step = loop.step = step + 1
             t2 = time.perf_counter()
             data_time += t1 - t0
             step_time += t2 - t0
             logs = {
                 "epoch": epoch,
                 "train/loss": float(out.loss.detach()),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": loop.scheduler.get_last_lr()[0],
                 "logit_scale": float(model.logit_scale.detach()),
                 "items_per_s": len(batch) / max(t2 - t0, 1e-9),
                 "data_wait": (t1 - t0) / max(t2 - t0, 1e-9),
             }
             for cb in events:
                 cb.on_step(step, logs)
-            if val_set is not None and (step % eval_every == 0 or step == total):
+            if val_set is not None and (step % plan.eval_every == 0 or step == plan.total):
                 metrics = validation_metrics(model, val_set, cfg.eval)
                 for cb in events:
                     cb.on_validate(step, metrics)
@@ -209,9 +163,9 @@ def train(
                     if stopper.update(metrics):
                         model.save(run_dir / "model")
                     stopped_early = stopper.should_stop
-            if step % ckpt_every == 0 or step == total or stopped_early:
-                checkpoint()
-            if step >= total or stopped_early:
+            if step % plan.checkpoint_every == 0 or step == plan.total or stopped_early:
+                loop.save(ckpt_path)
+            if step >= plan.total or stopped_early:
                 break
 
     for cb in events:
@@ -223,7 +177,7 @@ def train(
     timing = {
         "steps_timed": float(step - start_step),
         "data_wait_fraction": data_time / step_time if step_time else 0.0,
-        "items_per_s": ((step - start_step) * batch_size) / step_time if step_time else 0.0,
+        "items_per_s": ((step - start_step) * plan.batch_size) / step_time if step_time else 0.0,
     }
     return TrainResult(
         run_dir=run_dir,
