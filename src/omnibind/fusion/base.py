@@ -65,7 +65,8 @@ class FusionHead(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, embeddings: Embeddings, present: Tensor) -> FusionOutput:  # pragma: no cover
-        raise NotImplementedError
+        """Logits ``[B, C]`` from the embeddings of the present modalities; every head overrides it."""
+        raise TypeError(f"{type(self).__name__} must implement forward")
 
     def loss(self, out: FusionOutput, targets: Tensor, criterion: Criterion) -> Tensor:
         """The training loss of ``out``: mean per-item ``criterion`` of the logits, plus ``aux_loss``."""
