@@ -47,12 +47,9 @@ _LAZY = {
 
 def load(path: str) -> Any:
     """Load a saved model (a model folder, or a run folder holding ``model/``)."""
-    from pathlib import Path
+    from omnibind.model import OmniModel, model_dir
 
-    from omnibind.model import OmniModel
-
-    p = Path(path)
-    return OmniModel.load(p / "model" if (p / "model" / "config.json").exists() else p)
+    return OmniModel.load(model_dir(path))
 
 
 def list_kinds() -> list[str]:

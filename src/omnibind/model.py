@@ -190,33 +190,55 @@ class OmniModel(nn.Module):
 
         Frozen pretrained backbones are not copied: they are reloaded from their package or folder.
         """
-        from safetensors.torch import save
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, kind in self.kinds.items():
-            self.config.modalities[name].stats = kind.state()
-        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
-        write_bytes_atomic(directory / WEIGHTS_NAME, save(state, metadata={"format": FORMAT}))
-        write_json_atomic(directory / CONFIG_NAME, {"format": FORMAT, "config": self.config.to_dict()})
-        return directory
+        return write_artifact(directory, self, self.config, self.kinds, FORMAT)
 
     @classmethod
     def load(cls, directory: str | Path) -> OmniModel:
         """Load a model saved by :meth:`save`; needs no training code. Returns it in eval mode."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        cfg_path = directory / CONFIG_NAME
-        if not cfg_path.exists() or not (directory / WEIGHTS_NAME).exists():
-            raise OmnibindError(
-                f"{directory} is not an omnibind model: expected {CONFIG_NAME} and {WEIGHTS_NAME} in it "
-                "(a run directory holds the model in its 'model/' folder)"
-            )
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise OmnibindError(f"{cfg_path}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
-        model = cls(config_from_dict(meta["config"]))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        config, weights = read_artifact(
+            Path(directory), FORMAT, "a run directory holds the model in its 'model/' folder"
+        )
+        model = cls(config)
+        model.load_state_dict(weights)
         model.eval()
         return model
+
+
+def model_dir(path: str | Path) -> Path:
+    """A model folder, given it or a run folder that holds ``model/``."""
+    path = Path(path)
+    return path / "model" if (path / "model" / CONFIG_NAME).exists() else path
+
+
+def write_artifact(
+    directory: str | Path, module: nn.Module, config: RunConfig, kinds: dict[str, ModalityKind], fmt: str
+) -> Path:
+    """Save ``module`` as ``config.json`` (the config, with fitted kind statistics) + ``model.safetensors``.
+
+    Each file is written atomically. Shared by every saved artifact (embedding models, classifiers).
+    """
+    from safetensors.torch import save
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, kind in kinds.items():
+        config.modalities[name].stats = kind.state()
+    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    write_bytes_atomic(directory / WEIGHTS_NAME, save(state, metadata={"format": fmt}))
+    write_json_atomic(directory / CONFIG_NAME, {"format": fmt, "config": config.to_dict()})
+    return directory
+
+
+def read_artifact(directory: Path, fmt: str, hint: str) -> tuple[RunConfig, dict[str, torch.Tensor]]:
+    """Read what :func:`write_artifact` wrote, checking the format; ``hint`` ends the error messages."""
+    from safetensors.torch import load_file
+
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.exists() or not (directory / WEIGHTS_NAME).exists():
+        raise OmnibindError(
+            f"{directory} is not an omnibind model: expected {CONFIG_NAME} and {WEIGHTS_NAME} in it ({hint})"
+        )
+    meta = json.loads(cfg_path.read_text())
+    if meta.get("format") != fmt:
+        raise OmnibindError(f"{cfg_path}: format {meta.get('format')!r} is not {fmt!r} ({hint})")
+    return config_from_dict(meta["config"]), load_file(str(directory / WEIGHTS_NAME))

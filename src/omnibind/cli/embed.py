@@ -17,13 +17,12 @@ def embed(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from omnibind.cli.evaluate import _model_dir
     from omnibind.data.loading import build_kinds, build_splits
     from omnibind.evaluation.evaluate import embed_dataset
     from omnibind.io import write_bytes_atomic
-    from omnibind.model import OmniModel
+    from omnibind.model import OmniModel, model_dir
 
-    model = OmniModel.load(_model_dir(run))
+    model = OmniModel.load(model_dir(run))
     splits = build_splits(model.config, build_kinds(model.config), fit=False, source=data)
     columns: dict[str, list] = {"id": [], "split": [], "label": []}
     for m in model.modalities:

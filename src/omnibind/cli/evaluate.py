@@ -16,12 +16,12 @@ def evaluate_run(
     from omnibind.evaluation.evaluate import evaluate as run_eval
     from omnibind.evaluation.report import write_report
     from omnibind.io import write_json_atomic
-    from omnibind.model import OmniModel
+    from omnibind.model import OmniModel, model_dir
     from omnibind.training.callbacks import read_history
 
     if _model_format(run) == "omnibind-classifier/1":
         return _evaluate_classifier(run, data, out, split)
-    model = OmniModel.load(_model_dir(run))
+    model = OmniModel.load(model_dir(run))
     cfg = model.config
     kinds = build_kinds(cfg)
     split = split or (cfg.eval.split if data is None else "all")
@@ -58,7 +58,9 @@ def _concat(datasets: list[Any]) -> Any:
 def _model_format(run: Path) -> str:
     import json
 
-    path = _model_dir(run) / "config.json"
+    from omnibind.model import model_dir
+
+    path = model_dir(run) / "config.json"
     return json.loads(path.read_text()).get("format", "") if path.exists() else ""
 
 
@@ -68,8 +70,9 @@ def _evaluate_classifier(run: Path, data: str | None, out: Path, split: str) -> 
     from omnibind.evaluation.classification import evaluate_classifier
     from omnibind.fusion.classifier import Classifier
     from omnibind.io import write_json_atomic
+    from omnibind.model import model_dir
 
-    model = Classifier.load(_model_dir(run))
+    model = Classifier.load(model_dir(run))
     split = split or ("test" if data is None else "all")
     wanted = ("train", "val", "test") if split == "all" else (split,)
     splits = build_splits(model.config, build_kinds(model.config), wanted=wanted, fit=False, source=data)
@@ -88,10 +91,6 @@ def _evaluate_classifier(run: Path, data: str | None, out: Path, split: str) -> 
             typer.echo(f"  {name:30s} {sub['accuracy']:.3f} (n={sub['n']})")
     typer.echo(f"metrics: {out}")
     return metrics
-
-
-def _model_dir(run: Path) -> Path:
-    return run / "model" if (run / "model" / "config.json").exists() else run
 
 
 def _print_summary(metrics: dict[str, Any]) -> None:

@@ -13,10 +13,9 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Describe a trained model: modalities, kinds, encoders, parameters, objective, width."""
-    from omnibind.cli.evaluate import _model_dir
-    from omnibind.model import OmniModel
+    from omnibind.model import OmniModel, model_dir
 
-    model = OmniModel.load(_model_dir(run))
+    model = OmniModel.load(model_dir(run))
     desc = model.describe()
     if as_json:
         typer.echo(json.dumps(desc, indent=2))

@@ -107,7 +107,7 @@ def zero_shot_accuracy(
     return {"accuracy": float(correct.mean()), "n": n, "per_class": per_class}
 
 
-def _placeholders(template: str) -> list[str]:
+def _template_fields(template: str) -> list[str]:
     names = []
     for _, field, _, _ in string.Formatter().parse(template):
         if field is not None:
@@ -121,7 +121,7 @@ def format_prompts(
     """Fill the prompt templates for every class.
 
     Args:
-        templates: strings with ``{field}`` placeholders, e.g. ``"a photo of a {colour} {shape}"``.
+        templates: strings with ``{field}`` slots, e.g. ``"a photo of a {colour} {shape}"``.
         fields: the names of the values in each class tuple.
         class_list: the classes.
 
@@ -129,7 +129,7 @@ def format_prompts(
         one list of ``len(templates)`` prompts per class.
 
     Raises:
-        ValueError: a template has a placeholder that is not a field (or a positional one), or a class has
+        ValueError: a template has a {slot} that is not a field (or a positional one), or a class has
             the wrong number of values.
 
     Example:
@@ -137,10 +137,10 @@ def format_prompts(
         [['a red circle']]
     """
     for template in templates:
-        for name in _placeholders(template):
+        for name in _template_fields(template):
             if name not in fields:
                 raise ValueError(
-                    f"template {template!r} has placeholder {{{name}}}, but the fields are {list(fields)}"
+                    f"template {template!r} has the slot {{{name}}}, but the fields are {list(fields)}"
                 )
     prompts = []
     for key in class_list:

@@ -10,27 +10,19 @@ saved classifier (``config.json`` + ``model.safetensors``) loads without trainin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from omnibind.config import RunConfig, config_from_dict
+from omnibind.config import RunConfig
 from omnibind.data.batch import Batch
 from omnibind.errors import OmnibindError
 from omnibind.fusion.base import FusionOutput, create_head
-from omnibind.io import write_bytes_atomic, write_json_atomic
-from omnibind.model import CONFIG_NAME, WEIGHTS_NAME, OmniModel
+from omnibind.model import OmniModel, model_dir, read_artifact, write_artifact
 from omnibind.types import Embeddings
 
 FORMAT = "omnibind-classifier/1"
-
-
-def model_dir(path: str | Path) -> Path:
-    """A model folder, given it or a run folder that holds ``model/``."""
-    path = Path(path)
-    return path / "model" if (path / "model" / CONFIG_NAME).exists() else path
 
 
 class Classifier(nn.Module):
@@ -130,35 +122,15 @@ class Classifier(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
-        from safetensors.torch import save
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, kind in self.encoder.kinds.items():
-            self.config.modalities[name].stats = kind.state()
-        state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
-        write_bytes_atomic(directory / WEIGHTS_NAME, save(state, metadata={"format": FORMAT}))
-        write_json_atomic(directory / CONFIG_NAME, {"format": FORMAT, "config": self.config.to_dict()})
-        return directory
+        return write_artifact(directory, self, self.config, self.encoder.kinds, FORMAT)
 
     @classmethod
     def load(cls, directory: str | Path) -> Classifier:
         """Load a classifier saved by :meth:`save` (or the ``model/`` of a run folder), in eval mode."""
-        from safetensors.torch import load_file
-
-        directory = model_dir(directory)
-        cfg_path = directory / CONFIG_NAME
-        if not cfg_path.exists() or not (directory / WEIGHTS_NAME).exists():
-            raise OmnibindError(
-                f"{directory} is not an omnibind model: expected {CONFIG_NAME} and {WEIGHTS_NAME}"
-            )
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise OmnibindError(
-                f"{cfg_path}: format {meta.get('format')!r} is not a classifier ({FORMAT!r}); "
-                "an embedding model loads with OmniModel.load"
-            )
-        model = cls(config_from_dict(meta["config"]))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        config, weights = read_artifact(
+            model_dir(directory), FORMAT, "an embedding model loads with OmniModel.load"
+        )
+        model = cls(config)
+        model.load_state_dict(weights)
         model.eval()
         return model

@@ -36,10 +36,10 @@ from omnibind.data.loading import build_kinds, build_splits, save_skipped
 from omnibind.errors import OmnibindError
 from omnibind.evaluation.classification import accuracy, evaluate_classifier
 from omnibind.fusion.base import Criterion
-from omnibind.fusion.classifier import Classifier, model_dir
+from omnibind.fusion.classifier import Classifier
 from omnibind.fusion.labels import encode_labels, fit_classes, item_labels
 from omnibind.io import write_json_atomic, write_text_atomic
-from omnibind.model import CONFIG_NAME
+from omnibind.model import CONFIG_NAME, model_dir
 from omnibind.training.balance import BalancePolicy, ModalityDropout, StepContext, modality_groups
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.loop_state import LoopState
