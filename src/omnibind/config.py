@@ -215,6 +215,9 @@ class TaskConfig:
         freeze_encoders: keep the encoders and projections fixed; only the head trains.
         modality_dropout: during training, drop each present modality of an item with this probability,
             never every modality of an item.
+        balance: a registered balance method run on every training step (``ogm_ge``, ``agm``,
+            ``mmpareto``); empty for plain training. Combines with ``modality_dropout``.
+        balance_options: keyword arguments of the balance method (``alpha``, ...).
         classes: the class list, fitted on the training split and saved with the model (written by
             training; leave empty).
     """
@@ -227,6 +230,8 @@ class TaskConfig:
     init: str = ""
     freeze_encoders: bool = False
     modality_dropout: float = 0.0
+    balance: str = ""
+    balance_options: dict[str, Any] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
 
 
@@ -420,6 +425,15 @@ def _check_task(task: TaskConfig) -> None:
         )
     if not 0.0 <= task.modality_dropout < 1.0:
         raise ConfigError(f"task.modality_dropout must be in [0, 1), got {task.modality_dropout}")
+    from omnibind.training.balance import BALANCE_METHODS
+
+    if task.balance and task.balance not in BALANCE_METHODS:
+        raise ConfigError(
+            f"task.balance: unknown balance method '{task.balance}'"
+            f"{nearest(task.balance, BALANCE_METHODS.names())}; known: {', '.join(BALANCE_METHODS.names())}"
+        )
+    if not isinstance(task.balance_options, dict):
+        raise ConfigError(f"task.balance_options must be a mapping, got {task.balance_options!r}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -19,11 +19,14 @@ hooks; only modality dropout is implemented so far.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from omnibind.errors import ConfigError
 from omnibind.fusion.base import Criterion, FusionHead
+from omnibind.registry import Registry, nearest
 from omnibind.types import Embeddings
 
 
@@ -68,6 +71,37 @@ class BalancePolicy:
 
     def after_backward(self, context: StepContext) -> None:
         """Change the gradients before clipping and the optimiser step."""
+
+
+BALANCE_METHODS: Registry[type[BalancePolicy]] = Registry("balance method")
+"""Balance methods selectable with ``task.balance`` (modality dropout has its own key)."""
+
+
+def create_policies(task: Any) -> list[BalancePolicy]:
+    """The policies a task config asks for: modality dropout first (it sets the mask), then ``task.balance``.
+
+    Raises:
+        ConfigError: an unknown balance method, or an option the method does not take.
+    """
+    import inspect
+
+    policies: list[BalancePolicy] = []
+    if task.modality_dropout:
+        policies.append(ModalityDropout(task.modality_dropout))
+    if task.balance:
+        try:
+            cls = BALANCE_METHODS.get(task.balance)
+        except KeyError as err:
+            raise ConfigError(f"task.balance: {err.args[0]}") from None
+        params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        for key in task.balance_options:
+            if key not in params:
+                raise ConfigError(
+                    f"task.balance_options: '{task.balance}' has no option '{key}'{nearest(key, params)}; "
+                    f"options: {', '.join(params) or 'none'}"
+                )
+        policies.append(cls(**task.balance_options))
+    return policies
 
 
 def drop_modalities(present: Tensor, p: float, generator: torch.Generator) -> Tensor:

@@ -40,7 +40,7 @@ from omnibind.fusion.classifier import Classifier
 from omnibind.fusion.labels import encode_labels, fit_classes, item_labels
 from omnibind.io import write_json_atomic, write_text_atomic
 from omnibind.model import CONFIG_NAME, model_dir
-from omnibind.training.balance import BalancePolicy, ModalityDropout, StepContext, modality_groups
+from omnibind.training.balance import BalancePolicy, StepContext, create_policies, modality_groups
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.loop_state import LoopState
 from omnibind.training.trainer import check_run_dir, epoch_order
@@ -160,7 +160,7 @@ def train_classifier(
     if task.init and not resume:
         model.init_encoders(task.init)
     criterion = criterion_for(task.multilabel)
-    policies: list[BalancePolicy] = [ModalityDropout(task.modality_dropout)] if task.modality_dropout else []
+    policies = create_policies(task)
     groups = modality_groups(model.encoder, model.modalities)
     loop = LoopState(tc, {"model": model}, len(train_set))
     plan, stopper, masker = loop.plan, loop.stopper, loop.generator  # masker: modality dropout draws
