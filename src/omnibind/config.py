@@ -63,6 +63,35 @@ class ModalityConfig:
 
 
 @dataclass
+class MissingConfig:
+    """Remove one modality from a share of the items (of one class): missingness set by the experimenter.
+
+    With ``value`` set, the modality goes missing *not at random* (MNAR): only items whose ``field`` equals
+    ``value`` lose it, the MultiModN set-up in which missingness itself says something about the class.
+    Without ``value`` every item is a candidate (missing completely at random). Applied after loading and
+    splitting (``omnibind.data.missingness``), deterministic for ``data.split_seed``.
+
+    Attributes:
+        modality: the declared modality to remove.
+        rate: share in (0, 1] of the candidate items that lose it (candidates: matching items that have the
+            modality and at least one other, since an item with nothing left is not an item).
+        value: the value of ``field`` whose items are candidates (``"3"``: the digit 3); empty: every item.
+        field: where ``value`` is read, as ``task.label``: ``label`` (the record's label), a fact of a
+            built-in source, a manifest column, or several joined by ``+`` (then ``value`` reads
+            ``"mark=0,tone=1"``).
+        splits: the splits it applies to; train and val by default (the test split stays as collected, so
+            evaluation can choose its own missingness).
+    """
+
+    modality: str
+    rate: float
+    value: str = ""
+    field: str = "label"
+    # `field` is an attribute name here, so the dataclass helper is spelled out.
+    splits: list[str] = dataclasses.field(default_factory=lambda: ["train", "val"])
+
+
+@dataclass
 class DataConfig:
     """Where the items come from and how they are split.
 
@@ -73,7 +102,9 @@ class DataConfig:
         test_fraction: share of items put in ``test`` when the source has no ``split`` column.
         on_error: ``stop`` (default: raise before training starts) or ``skip`` (drop bad rows and write
             ``skipped.jsonl`` with the reasons).
-        split_seed: seed of the random split.
+        split_seed: seed of the random split (and of ``missing``).
+        missing: modalities to remove from a share of the items, e.g. audio from 80% of the training items
+            of digit 3 (:class:`MissingConfig`); empty by default.
     """
 
     source: str = "builtin:shapes"
@@ -82,6 +113,7 @@ class DataConfig:
     test_fraction: float = 0.1
     on_error: str = "stop"
     split_seed: int = 0
+    missing: list[MissingConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +169,11 @@ class TrainConfig:
         early_stopping_mode: ``max`` or ``min``.
         threads: torch intra-op threads (0: leave torch's default).
         progress: show a progress bar.
+        group_by: fields (facts, ``label``, manifest columns) whose values group the training items;
+            batches are then made of one group each, so that negatives share those fields (hard
+            negatives; ``omnibind.data.sampler``). Empty: random batches.
+        group_share: share in [0, 1] of the batches that are grouped when ``group_by`` is set; the
+            others are random.
     """
 
     epochs: int = 10
@@ -154,6 +191,8 @@ class TrainConfig:
     early_stopping_mode: str = "max"
     threads: int = 0
     progress: bool = True
+    group_by: list[str] = field(default_factory=list)
+    group_share: float = 1.0
 
 
 @dataclass
@@ -206,9 +245,11 @@ class TaskConfig:
         type: ``classify`` (the only supervised task so far).
         label: where each item's class comes from: ``label`` (the record's label), a fact name of a
             built-in source, a manifest column, or several of those joined by ``+`` (``mark+tone``: the
-            class is the combination of their values).
+            class is the combination of their values). A list of them (``[shape, colour]``) trains one
+            task per entry with one head whose logits are split between the tasks (multi-task).
         multilabel: each item has a set of classes (a list, or a string with ``|`` between classes);
-            trained with one sigmoid per class instead of a softmax.
+            trained with one sigmoid per class instead of a softmax. With several tasks, ``true`` makes
+            all of them multi-label, a list names the ones that are.
         head: a registered fusion head: ``late``, ``attention``, ``sequential`` or ``experts``.
         head_options: keyword arguments of the head (``hidden``, ``depth``, ``impute``, ...).
         init: a trained run folder (or model folder) whose encoders and projections to start from.
@@ -219,12 +260,12 @@ class TaskConfig:
             ``mmpareto``); empty for plain training. Combines with ``modality_dropout``.
         balance_options: keyword arguments of the balance method (``alpha``, ...).
         classes: the class list, fitted on the training split and saved with the model (written by
-            training; leave empty).
+            training; leave empty); ``{label: classes}`` with several tasks.
     """
 
     type: str = "classify"
-    label: str = "label"
-    multilabel: bool = False
+    label: str | list[str] = "label"
+    multilabel: bool | list[str] = False
     head: str = "late"
     head_options: dict[str, Any] = field(default_factory=dict)
     init: str = ""
@@ -232,7 +273,7 @@ class TaskConfig:
     modality_dropout: float = 0.0
     balance: str = ""
     balance_options: dict[str, Any] = field(default_factory=dict)
-    classes: list[str] = field(default_factory=list)
+    classes: list[str] | dict[str, list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -344,6 +385,29 @@ def _parse_modality(name: str, spec: Any) -> ModalityConfig:
     return ModalityConfig(kind=kind, options=spec, encoder=enc, stats=stats)
 
 
+def _parse_data(given: Any) -> DataConfig:
+    """The ``data`` section; ``missing`` is a list of mappings, each checked like a section of its own."""
+    if not isinstance(given, dict) or "missing" not in given:
+        return _section("data", given, DataConfig)
+    given = dict(given)
+    entries = given.pop("missing") or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"data.missing must be a list of mappings, got {entries!r}")
+    data = _section("data", given, DataConfig)
+    for i, entry in enumerate(entries):
+        key = f"data.missing[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{key} must be a mapping with modality and rate, got {entry!r}")
+        for required in ("modality", "rate"):
+            if required not in entry:
+                raise ConfigError(f"{key} needs '{required}'")
+        entry = dict(entry)
+        if entry.get("value") is not None and not isinstance(entry["value"], str):
+            entry["value"] = str(entry["value"])  # classes are strings: 3 in YAML is the class "3"
+        data.missing.append(_section(key, entry, MissingConfig))
+    return data
+
+
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     """Validate a plain dict (parsed YAML) and build a :class:`RunConfig`."""
     if not isinstance(raw, dict):
@@ -366,7 +430,7 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     ev.zero_shot = [_section(f"eval.zero_shot[{i}]", z, ZeroShotConfig) for i, z in enumerate(zs)]
     cfg = RunConfig(
         modalities=modalities,
-        data=_section("data", raw.get("data"), DataConfig),
+        data=_parse_data(raw.get("data")),
         model=_section("model", raw.get("model"), ModelConfig),
         objective=objective,
         train=_section("train", raw.get("train"), TrainConfig),
@@ -387,6 +451,7 @@ def _check_values(cfg: RunConfig) -> None:
         )
     if cfg.data.on_error not in ("stop", "skip"):
         raise ConfigError(f"data.on_error must be 'stop' or 'skip', got {cfg.data.on_error!r}")
+    _check_missing(cfg)
     if cfg.eval.relevance not in ("auto", "facts", "label", "item"):
         raise ConfigError(f"eval.relevance must be auto, facts, label or item, got {cfg.eval.relevance!r}")
     if cfg.model.projection not in ("linear", "mlp", "none"):
@@ -398,11 +463,44 @@ def _check_values(cfg: RunConfig) -> None:
             f"train.batch_size must be at least 2 (contrastive losses need negatives), "
             f"got {cfg.train.batch_size}"
         )
+    _check_grouping(cfg.train)
     for z in cfg.eval.zero_shot:
         if z.method == "prompts" and z.text not in cfg.modalities:
             raise ConfigError(f"eval.zero_shot '{z.name}': text modality '{z.text}' is not declared")
     if cfg.task is not None:
         _check_task(cfg.task)
+
+
+def _check_grouping(tc: TrainConfig) -> None:
+    if not isinstance(tc.group_by, list) or not all(isinstance(f, str) and f for f in tc.group_by):
+        raise ConfigError(f"train.group_by must be a list of field names, got {tc.group_by!r}")
+    if not 0.0 <= tc.group_share <= 1.0:
+        raise ConfigError(f"train.group_share must be in [0, 1], got {tc.group_share}")
+
+
+def _check_missing(cfg: RunConfig) -> None:
+    splits = ("train", "val", "test")
+    for i, entry in enumerate(cfg.data.missing):
+        key = f"data.missing[{i}]"
+        if entry.modality not in cfg.modalities:
+            raise ConfigError(
+                f"{key}.modality: '{entry.modality}' is not a declared modality"
+                f"{nearest(entry.modality, list(cfg.modalities))}; declared: {', '.join(cfg.modalities)}"
+            )
+        if not 0.0 < entry.rate <= 1.0:
+            raise ConfigError(f"{key}.rate must be in (0, 1], got {entry.rate}")
+        if not entry.field or any(not part.strip() for part in entry.field.split("+")):
+            raise ConfigError(f"{key}.field must name a label, fact or column, got {entry.field!r}")
+        if entry.value is None:
+            entry.value = ""
+        if not isinstance(entry.splits, list) or not entry.splits:
+            raise ConfigError(f"{key}.splits must be a non-empty list of {', '.join(splits)}")
+        for split in entry.splits:
+            if split not in splits:
+                raise ConfigError(
+                    f"{key}.splits: unknown split {split!r}{nearest(str(split), list(splits))}; "
+                    f"splits: {', '.join(splits)}"
+                )
 
 
 def _check_task(task: TaskConfig) -> None:
@@ -419,10 +517,7 @@ def _check_task(task: TaskConfig) -> None:
         )
     if not isinstance(task.head_options, dict):
         raise ConfigError(f"task.head_options must be a mapping, got {task.head_options!r}")
-    if not task.label or any(not part.strip() for part in task.label.split("+")):
-        raise ConfigError(
-            f"task.label must name a label, fact or column (or several joined by '+'), got {task.label!r}"
-        )
+    _check_labels(task)
     if not 0.0 <= task.modality_dropout < 1.0:
         raise ConfigError(f"task.modality_dropout must be in [0, 1), got {task.modality_dropout}")
     from omnibind.training.balance import BALANCE_METHODS
@@ -434,6 +529,35 @@ def _check_task(task: TaskConfig) -> None:
         )
     if not isinstance(task.balance_options, dict):
         raise ConfigError(f"task.balance_options must be a mapping, got {task.balance_options!r}")
+
+
+def _check_labels(task: TaskConfig) -> None:
+    """``task.label``: one label or a list of distinct ones; ``task.multilabel``: a bool or some of them."""
+    labels = [task.label] if isinstance(task.label, str) else task.label
+    if not isinstance(labels, list) or not labels:
+        raise ConfigError(f"task.label must be a label or a list of labels, got {task.label!r}")
+    for label in labels:
+        if not isinstance(label, str) or not label or any(not p.strip() for p in label.split("+")):
+            raise ConfigError(
+                f"task.label must name a label, fact or column (or several joined by '+'), got {label!r}"
+            )
+    if len(set(labels)) < len(labels):
+        raise ConfigError(f"task.label lists a label twice: {labels!r}")
+    if isinstance(task.multilabel, list):
+        unknown = [m for m in task.multilabel if m not in labels]
+        if len(labels) == 1 or unknown:
+            raise ConfigError(
+                "task.multilabel: a list names which of several tasks (entries of task.label) are "
+                f"multi-label; got {task.multilabel!r} for labels {labels!r}"
+            )
+    elif not isinstance(task.multilabel, bool):
+        raise ConfigError(
+            f"config key 'task.multilabel' expects bool or a list of labels, got {task.multilabel!r}"
+        )
+    if len(labels) == 1:
+        task.label = labels[0]  # a one-entry list is the single-task run it describes
+    if not isinstance(task.classes, (list, dict)):
+        raise ConfigError(f"task.classes must be a list (or a mapping per task), got {task.classes!r}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -113,3 +113,51 @@ def test_train_and_eval_dispatch_on_a_classify_task(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["task"] == "classify", metrics
     assert "image" in metrics["test"]["subsets"], list(metrics["test"]["subsets"])
+
+
+@pytest.mark.parametrize("seeds", ["0", "-1"])
+def test_train_seeds_below_one_is_an_error_and_writes_nothing(tmp_path: Path, seeds: str) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_shapes_config(n=60, epochs=1)))
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run"), "--seeds", seeds])
+    assert result.exit_code == 2
+    assert f"--seeds must be at least 1, got {seeds}" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_seeds_checks_every_folder_before_writing(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_shapes_config(n=60, epochs=1)))
+    (tmp_path / "run" / "seed-1" / "model").mkdir(parents=True)  # seed-1 already holds a run
+    result = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run"), "--seeds", "2"])
+    assert result.exit_code == 2 and "seed-1 already holds a run" in result.output
+    assert not (tmp_path / "run" / "seed-0").exists(), "seed-0 must not be trained when seed-1 would fail"
+
+
+def test_embedding_seeds_and_report_side_by_side(trained_run: Path, tmp_path: Path) -> None:
+    raw = tiny_shapes_config(n=80, epochs=1)
+    raw["modalities"] = {m: raw["modalities"][m] for m in ("image", "caption")}  # two encoders: quick
+    raw["eval"]["joint"] = False
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    seeds = tmp_path / "seeds"
+    result = runner.invoke(app, ["train", str(config), "--out", str(seeds), "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    for k in range(2):
+        assert (seeds / f"seed-{k}" / "metrics.json").exists() and (
+            seeds / f"seed-{k}" / "report.md"
+        ).exists()
+    result = runner.invoke(app, ["report", str(trained_run), str(seeds), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "cmp" / "report.md").read_text(encoding="utf-8")
+    assert "## Retrieval R@1" in md and "`image->caption`" in md
+    r1 = [
+        json.loads((seeds / f"seed-{k}" / "metrics.json").read_text())["retrieval"]["image->caption"]["r@1"]
+        for k in range(2)
+    ]
+    import numpy as np
+
+    assert f"{np.mean(r1):.3f} ± {np.std(r1, ddof=1):.3f}" in md
+    assert (tmp_path / "cmp" / "comparison.png").exists()
+    result = runner.invoke(app, ["eval", str(trained_run), "--robustness", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2 and "only for classify runs" in result.output

@@ -1,4 +1,5 @@
-"""``omnibind index build|add|delete|compact`` and ``omnibind search``; SIGKILL during ``index add``."""
+"""``omnibind index build|add|delete|compact`` and ``omnibind search``; SIGKILL during ``index add``
+(a small fast variant and, slow, the spec's 10 kills of 100k-item adds)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 from omnibind.cli.main import app
 from omnibind.config import config_from_dict
 from omnibind.index import Index
+from omnibind.model import OmniModel
 from omnibind.training.trainer import train
 from tests.helpers import tiny_shapes_config
 
@@ -93,61 +95,123 @@ def test_cli_errors_are_one_line(run, tmp_path, args, message):
     assert message in r.output and "Traceback" not in r.output
 
 
-@pytest.mark.slow
-def test_sigkill_during_add_loses_no_acknowledged_item(run, tmp_path):
-    """Kill ``omnibind index add`` at random moments; acknowledged = counted in a printed "committed" line."""
+def _vector_manifest(path: Path, prefix: str, n: int, seed: int) -> Path:
+    """``n`` rows ``{"id", "a": [4 floats], "b": [4 floats], "metadata": {"row": i}}`` (JSONL)."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((2, n, 4)).round(4).tolist()
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"{prefix}-{i:06d}", "a": a[i], "b": b[i], "metadata": {"row": i}}))
+            f.write("\n")
+    return path
+
+
+def _start_add(index: Path, manifest: Path, batch: int) -> subprocess.Popen:
+    # one torch thread: on a loaded 2-core machine two threads turn the tiny matrix products of these
+    # encoders into spin-waits (an add of 100k items went from ~40 s to ~90 s)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    command = ["index", "add", str(index), "--data", str(manifest), "--batch-size", str(batch)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "omnibind.cli.main", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+
+
+def _committed(line: str) -> int | None:
+    """N of a "committed N items" line (printed only after the commit: N items are acknowledged)."""
+    return int(line.split()[1]) if line.startswith("committed ") else None
+
+
+def _kill_at_random_moment(proc: subprocess.Popen, batches: int, rng: random.Random) -> int:
+    """SIGKILL ``proc`` after a random number of acknowledged commits (0 .. all but one) plus a random
+    delay; returns how many items it acknowledged, counting lines still in the pipe at the kill."""
+    assert proc.stdout is not None
+    wait_for, delay = rng.randrange(batches), rng.uniform(0.0, 1.5)
+    acknowledged = 0
+    seen = 0
+    while seen < wait_for:
+        line = proc.stdout.readline()
+        if not line:
+            break  # the add finished early (it never should: we stop one batch short)
+        count = _committed(line)
+        if count is not None:
+            acknowledged, seen = count, seen + 1
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for line in proc.stdout:  # lines printed before the kill still count as acknowledged
+        acknowledged = max(acknowledged, _committed(line) or 0)
+    return acknowledged
+
+
+def _check_whole_items(index: Path, expected: set[str]) -> Index:
+    """Open the index: exactly ``expected`` is there, and every row has both vectors and its metadata."""
+    ix = Index.open(index)
+    table = ix.store.read(["id", "metadata", "a__vector", "b__vector", "a__value", "b__value"])
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) and set(ids) == expected
+    for column in ("a__vector", "b__vector", "a__value", "b__value", "metadata"):
+        assert table.column(column).null_count == 0, f"a row without {column}: a partial item"
+    rows = [json.loads(m)["row"] for m in table.column("metadata").to_pylist()]
+    assert rows == [int(i.rsplit("-", 1)[1]) for i in ids], "metadata of another item"
+    assert ix.counts() == {"a": len(expected), "b": len(expected)} and len(ix) == len(expected)
+    return ix
+
+
+def _check_searchable(ix: Index, ids: list[str], rng: random.Random, sample: int) -> None:
+    """The first, the last and a random sample of ``ids`` are found by their own vectors."""
+    chosen = {ids[0], ids[-1], *rng.sample(ids, min(sample, len(ids)))} if ids else set()
+    for item in chosen:
+        for modality in ("a", "b"):
+            vec = ix.embedding(item, modality)
+            assert vec is not None
+            hit = ix.search(vec, target=modality, k=1).hits[0]
+            assert hit.id == item or hit.score == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "rounds, n, batch",
+    [
+        pytest.param(1, 4_000, 500, id="small"),
+        pytest.param(10, 100_000, 5_000, id="spec", marks=pytest.mark.slow),
+    ],
+)
+def test_sigkill_during_add_loses_no_acknowledged_item(tmp_path, rounds, n, batch):
+    """Kill ``omnibind index add`` of ``n`` items at a random moment, ``rounds`` times (the spec: 10 kills
+    of 100k-item adds). After each kill the index opens; every acknowledged item is there, whole (both
+    modalities' vectors, values and metadata) and searchable; what is there is whole batches in order;
+    and the next add works. Acknowledged = counted by a "committed N items" line of the CLI."""
+    model = OmniModel(
+        config_from_dict(
+            {
+                "modalities": {"a": {"kind": "embedding", "dim": 4}, "b": {"kind": "embedding", "dim": 4}},
+                "model": {"dim": 8},
+            }
+        )
+    )
     index = tmp_path / "index"
-    Index.create(index, run)
-    batch, n = 200, 6000
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    Index.create(index, model)
     rng = random.Random(0)
     expected: set[str] = set()
-    for round_ in range(8):
-        manifest = _manifest(tmp_path / f"r{round_}.jsonl", f"r{round_}", n)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "omnibind.cli.main",
-                "index",
-                "add",
-                str(index),
-                "--data",
-                str(manifest),
-                "--batch-size",
-                str(batch),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        acknowledged = 0
-        kill_after = rng.uniform(0.0, 2.0)
-        start = None
-        assert proc.stdout is not None
-        for line in proc.stdout:  # wait for a first commit, then kill at a random later moment
-            if line.startswith("committed"):
-                acknowledged = int(line.split()[1])
-                start = start or time.monotonic()
-                if time.monotonic() - start >= kill_after:
-                    break
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        ix = Index.open(index)
-        mine = [i for i in ix.ids() if i.startswith(f"r{round_}-")]
+    for round_ in range(rounds):
+        manifest = _vector_manifest(tmp_path / "m.jsonl", f"r{round_}", n, seed=round_)
+        acknowledged = _kill_at_random_moment(_start_add(index, manifest, batch), n // batch, rng)
         ids = [f"r{round_}-{i:06d}" for i in range(n)]
-        # every acknowledged item is there; what is there is whole batches, in order (no partial batch)
-        assert len(mine) >= acknowledged and len(mine) % batch == 0 or len(mine) == n
-        assert sorted(mine) == ids[: len(mine)]
+        ix = Index.open(index)
+        mine = sorted(i for i in ix.ids() if i.startswith(f"r{round_}-"))
+        # acknowledged items are all there; beyond them at most the batch being committed at the kill
+        assert acknowledged <= len(mine) <= acknowledged + batch and len(mine) % batch == 0
+        assert mine == ids[: len(mine)]
         expected |= set(mine)
-        assert set(ix.ids()) == expected
-        for item in rng.sample(mine, 5):
-            vec = ix.embedding(item, "caption")
-            assert vec is not None and ix.get(item)["modalities"]["caption"]["value"]
-            hit = ix.search(vec, target="caption", k=1).hits[0]
-            assert hit.score == pytest.approx(float(vec @ vec), abs=1e-5)
-    # the next add works
-    ix = Index.open(index)
-    ix.add_embeddings(["after"], {"caption": np.eye(16, dtype=np.float32)[0]})
-    assert "after" in Index.open(index).ids()
+        ix = _check_whole_items(index, expected)
+        _check_searchable(ix, mine, rng, sample=20)
+    # the next add (in this process: the same command without another interpreter start) runs to the
+    # end, and its items are whole and searchable
+    manifest = _vector_manifest(tmp_path / "m.jsonl", "last", 300, seed=99)
+    r = CliRunner().invoke(app, ["index", "add", str(index), "--data", str(manifest), "--batch-size", "100"])
+    assert r.exit_code == 0 and "committed 300 items" in r.output, r.output
+    last = [f"last-{i:06d}" for i in range(300)]
+    _check_searchable(_check_whole_items(index, expected | set(last)), last, rng, sample=20)

@@ -39,3 +39,39 @@ def test_multilabel_and_unseen_classes() -> None:
     assert encode_labels(labels, classes).tolist() == [[1, 1, 0], [0, 0, 1], [0, 1, 0]]
     with pytest.raises(DataError, match="id='1': class 'q' in split 'test'"):
         encode_labels(["q"], ["a", "b"], _ds([Record("1", {}, label="q")]), "test")
+
+
+def test_tasks_fit_encode_and_split_back() -> None:
+    from omnibind.config import TaskConfig
+    from omnibind.errors import OmnibindError
+    from omnibind.fusion.labels import encode_targets, fit_tasks, label_tasks, split_targets
+
+    ds = _ds(
+        [
+            Record("1", {}, label="b", metadata={"tags": "p|q"}),
+            Record("2", {}, label="a", metadata={"tags": "r"}),
+            Record("3", {}, label="b", metadata={"tags": "q"}),
+        ]
+    )
+    task = TaskConfig(label=["label", "tags"], multilabel=["tags"])
+    with pytest.raises(OmnibindError, match="fitted classes of label, tags"):
+        label_tasks(task)
+    fit_tasks(task, ds)
+    assert task.classes == {"label": ["a", "b"], "tags": ["p", "q", "r"]}
+    first, second = label_tasks(task)
+    assert (first.columns, first.multilabel, second.columns, second.multilabel) == (
+        slice(0, 2),
+        False,
+        slice(2, 5),
+        True,
+    )
+    targets = encode_targets([first, second], ds)
+    assert targets.tolist() == [[0, 1, 1, 1, 0], [1, 0, 0, 0, 1], [0, 1, 0, 1, 0]]
+    back = split_targets(targets, [first, second])
+    assert back["label"].tolist() == [1, 0, 1] and back["tags"].tolist() == targets[:, 2:].tolist()
+
+    single = TaskConfig(label="label")
+    fit_tasks(single, ds)
+    assert single.classes == ["a", "b"]  # one task: the plain list, as before multi-task
+    (only,) = label_tasks(single)
+    assert encode_targets([only], ds).tolist() == [1, 0, 1]  # class indices, not one-hot

@@ -235,6 +235,39 @@ def test_writes_need_a_write_key(client, keyed):
     assert keyed.get("/healthz").status_code == 200
 
 
+def test_bad_items_and_embeds(keyed, index):
+    auth = {"X-API-Key": WRITE_KEY}
+
+    def add(*items, **extra):
+        return keyed.post("/v1/items", json={"items": list(items), **extra}, headers=auth)
+
+    _error(add({"id": "x", "media": {"image": _b64(b"\x89PNG\r\n\x1a\nbroken")}}), 400, "corrupt")
+    _error(add({"id": "x", "media": {"image": _b64(_wav())}}), 415, "image")
+    _error(add({"id": "x", "values": {"smell": "roses"}}), 400, "unknown", "smell")
+    _error(add({"id": "x"}), 400, "no values")
+    _error(add(), 400, "send 1 to")
+    _error(add(*[{"id": f"x{i}", "values": {"caption": "a"}} for i in range(65)]), 400, "send 1 to 64")
+    _error(add({"id": "shapes-00", "values": {"caption": "a circle"}}), 400, "already in the index")
+    _error(add({"id": "x", "values": {"caption": "a"}, "colour": "red"}), 422, "colour")
+    _error(keyed.delete("/v1/items/no-such-item", headers=auth), 404, "no-such-item")
+    read = {"X-API-Key": READ_KEY}
+    many = {"modality": "caption", "values": ["a circle"] * 65}
+    _error(keyed.post("/v1/embed", json=many, headers=read), 413, "at most 64")
+    both = {"modality": "image", "values": [], "media": []}
+    _error(keyed.post("/v1/embed", json=both, headers=read), 400, "exactly one")
+    assert len(keyed.app.state.service.index) == len(index)  # nothing of the above was added
+
+
+def test_deletes_need_a_valid_write_key(keyed):
+    _error(keyed.delete("/v1/items/shapes-00"), 401, "write API key")
+    _error(
+        keyed.delete("/v1/items/shapes-00", headers={"X-API-Key": "wrong-key-0123456789"}), 401, "not valid"
+    )
+    bearer = {"Authorization": "Bearer wrong-key-0123456789"}
+    _error(keyed.delete("/v1/items/shapes-00", headers=bearer), 401, "not valid")
+    assert keyed.get("/v1/items/shapes-00", headers={"X-API-Key": READ_KEY}).status_code == 200
+
+
 def test_model_index_mismatch(serving_run, index_dir, tmp_path):
     model_copy = tmp_path / "model"
     shutil.copytree(serving_run / "model", model_copy)
@@ -253,6 +286,12 @@ def test_model_index_mismatch(serving_run, index_dir, tmp_path):
     )
     vector = [1.0] + [0.0] * (meta["dim"] - 1)
     assert client.post("/v1/search", json={"vectors": {"": vector}}).status_code == 200
+    _error(client.post("/v1/embed", json={"modality": "caption", "values": ["a"]}), 409, "not the model")
+    keyed = TestClient(
+        create_app(Index.open(index_copy), ServeSettings(keys=ApiKeys.from_keys(write=[WRITE_KEY])))
+    )
+    item = {"items": [{"id": "new", "values": {"caption": "a circle"}}]}
+    _error(keyed.post("/v1/items", json=item, headers={"X-API-Key": WRITE_KEY}), 409, "not the model")
 
 
 def test_not_an_index_and_refusals(tmp_path):

@@ -1,4 +1,4 @@
-"""``omnibind eval RUN [--data DATA] --out METRICS``."""
+"""``omnibind eval RUN [--data DATA] [--out METRICS] [--robustness] [--importance] [--seeds N]``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def evaluate_run(
     from omnibind.training.callbacks import read_history
 
     if _model_format(run) == "omnibind-classifier/1":
-        return _evaluate_classifier(run, data, out, split)
+        return _evaluate_classifier([run], data, out, split)
     model = OmniModel.load(model_dir(run))
     cfg = model.config
     kinds = build_kinds(cfg)
@@ -64,33 +64,155 @@ def _model_format(run: Path) -> str:
     return json.loads(path.read_text()).get("format", "") if path.exists() else ""
 
 
-def _evaluate_classifier(run: Path, data: str | None, out: Path, split: str) -> dict[str, Any]:
-    """Score a classifier run (``task: classify``) on a split; writes ``metrics.json``."""
-    from omnibind.data.loading import build_kinds, build_splits
-    from omnibind.evaluation.classification import evaluate_classifier
-    from omnibind.fusion.classifier import Classifier
-    from omnibind.io import write_json_atomic
-    from omnibind.model import model_dir
+def _evaluate_classifier(
+    runs: list[Path],
+    data: str | None,
+    out: Path,
+    split: str,
+    robustness: bool = False,
+    importance: bool = False,
+) -> dict[str, Any]:
+    """Score classifier runs (one run, or the seeds of a seeds folder) on a split; ``metrics.json`` + report.
 
-    model = Classifier.load(model_dir(run))
-    split = split or ("test" if data is None else "all")
-    wanted = ("train", "val", "test") if split == "all" else (split,)
-    splits = build_splits(model.config, build_kinds(model.config), wanted=wanted, fit=False, source=data)
-    datasets = [splits.datasets[s] for s in wanted if s in splits.datasets]
-    if not datasets:
-        raise typer.BadParameter(f"the data has no '{split}' split")
-    dataset = datasets[0] if len(datasets) == 1 else _concat(datasets)
-    metrics = {"task": "classify", "split": split, "test": evaluate_classifier(model, dataset)}
+    Each run gets the test metrics of every modality subset, and with the flags the robustness curves and
+    the modality importance; the per-run results go under ``seeds`` and their mean ± std under
+    ``aggregate``. A single run also keeps its metrics under ``test``, as a plain ``omnibind eval`` always
+    wrote them.
+    """
+    from omnibind.errors import OmnibindError
+    from omnibind.evaluation.fusion_report import write_fusion_report
+    from omnibind.evaluation.seeds import aggregate
+    from omnibind.io import write_json_atomic
+
+    cache: dict[str, Any] = {}  # seeds share their data: prepare it once
+    results = [
+        _score_run(run, data, split, robustness, importance, f"{k + 1}/{len(runs)}", cache)
+        for k, run in enumerate(runs)
+    ]
+    first = results[0]
+    for run, result in zip(runs[1:], results[1:], strict=True):
+        for key in ("label", "classes", "modalities"):
+            if result[key] != first[key]:
+                raise OmnibindError(
+                    f"{run} has task {key} {result[key]} but {runs[0]} has {first[key]}: the runs of a seeds "
+                    "folder must share their task"
+                )
+    keys = [k for k in ("test", "robustness", "importance") if k in first]
+    metrics: dict[str, Any] = {
+        "task": "classify",
+        **{k: first[k] for k in ("head", "balance", "label", "modalities", "classes", "split")},
+        "runs": [{"path": str(run), "seed": r["seed"]} for run, r in zip(runs, results, strict=True)],
+        "seeds": [{k: r[k] for k in ("seed", *keys)} for r in results],
+        "aggregate": aggregate([{k: _without_items(r[k]) for k in keys} for r in results]),
+    }
+    if len(runs) == 1:
+        metrics["test"] = first["test"]
     out = out if out.suffix == ".json" else out / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, metrics)
-    overall = metrics["test"]["overall"]
-    typer.echo(f"accuracy {overall['accuracy']:.3f} on {split} ({overall.get('n', len(dataset))} items)")
-    for name, sub in metrics["test"].get("subsets", {}).items():
-        if sub.get("accuracy") is not None:
-            typer.echo(f"  {name:30s} {sub['accuracy']:.3f} (n={sub['n']})")
-    typer.echo(f"metrics: {out}")
+    report = write_fusion_report(
+        out.parent,
+        metrics,
+        title=f"omnibind classification report: {runs[0].parent if len(runs) > 1 else runs[0]}",
+    )
+    _print_classify_summary(metrics)
+    typer.echo(f"metrics: {out}\nreport:  {report}")
     return metrics
+
+
+def _score_run(
+    run: Path,
+    data: str | None,
+    split: str,
+    robustness: bool,
+    importance: bool,
+    progress: str,
+    cache: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything ``omnibind eval`` measures on one classifier run (``cache``: datasets already prepared)."""
+    from omnibind.errors import OmnibindError
+    from omnibind.evaluation.classification import evaluate_classifier
+    from omnibind.evaluation.fusion_report import balance_label
+    from omnibind.fusion.classifier import Classifier
+    from omnibind.model import model_dir
+
+    model = Classifier.load(model_dir(run))
+    cfg = model.config
+    if (robustness or importance) and len(model.tasks) > 1:
+        raise OmnibindError(
+            f"{run} predicts {len(model.tasks)} tasks ({', '.join(t.name for t in model.tasks)}); "
+            "--robustness and --importance score single-task classifiers only"
+        )
+    assert cfg.task is not None
+    split = split or ("test" if data is None else "all")
+    dataset = _prepared(run, cfg, data, split, cache)
+    seed, batch = cfg.train.seed, cfg.eval.batch_size
+    typer.echo(f"run {progress}: {run} (train.seed={seed}, {len(dataset)} {split} items)")
+    result: dict[str, Any] = {
+        "seed": seed,
+        "head": cfg.task.head,
+        "balance": balance_label(cfg.task.balance, cfg.task.modality_dropout),
+        "label": cfg.task.label,
+        "modalities": list(cfg.modalities),
+        # one task: its class list; several tasks (multi-task heads): {label: classes}
+        "classes": {t.name: list(t.classes) for t in model.tasks}
+        if len(model.tasks) > 1
+        else list(model.tasks[0].classes),
+        "split": split,
+        "test": evaluate_classifier(model, dataset, batch),
+    }
+    if robustness:
+        from omnibind.evaluation.robustness import robustness_report
+
+        robust = robustness_report(model, dataset, seed=seed, batch_size=batch)
+        # its overall and subset scores are those under "test" (same model, same items): kept once
+        result["robustness"] = {k: v for k, v in robust.items() if k not in ("overall", "subsets")}
+    if importance:
+        from omnibind.evaluation.importance import importance_report
+
+        result["importance"] = importance_report(model, dataset, seed=seed, batch_size=batch)
+    return result
+
+
+def _prepared(run: Path, cfg: Any, data: str | None, split: str, cache: dict[str, Any]) -> Any:
+    """The dataset ``omnibind eval`` scores; the seeds of a folder share theirs, so it is prepared once."""
+    import json
+
+    from omnibind.data.loading import build_kinds, build_splits
+
+    # the same data, split and fitted kind statistics give the same prepared items
+    raw = cfg.to_dict()
+    key = json.dumps([raw["data"], raw["modalities"], data, split], sort_keys=True, default=str)
+    if key not in cache:
+        wanted = ("train", "val", "test") if split == "all" else (split,)
+        splits = build_splits(cfg, build_kinds(cfg), wanted=wanted, fit=False, source=data, progress=False)
+        datasets = [splits.datasets[s] for s in wanted if s in splits.datasets]
+        if not datasets:
+            raise typer.BadParameter(f"the data of {run} has no '{split}' split")
+        cache[key] = datasets[0] if len(datasets) == 1 else _concat(datasets)
+    return cache[key]
+
+
+def _without_items(result: Any) -> Any:
+    """``result`` without the per-item list of the importance report (kept per seed, not averaged)."""
+    if isinstance(result, dict) and "items" in result:
+        return {k: v for k, v in result.items() if k != "items"}
+    return result
+
+
+def _print_classify_summary(metrics: dict[str, Any]) -> None:
+    from omnibind.evaluation.seeds import mean_of, std_of
+
+    agg = metrics["aggregate"]["test"]
+    n = len(metrics["seeds"])
+    acc = agg["overall"]["accuracy"]
+    typer.echo(
+        f"accuracy {mean_of(acc):.3f} ± {std_of(acc):.3f} on {metrics['split']} over {n} run(s) "
+        f"({metrics['head']}, balance: {metrics['balance']})"
+    )
+    for name, sub in agg.get("subsets", {}).items():
+        if mean_of(sub.get("accuracy")) is not None:
+            typer.echo(f"  {name:30s} {mean_of(sub['accuracy']):.3f} ± {std_of(sub['accuracy']):.3f}")
 
 
 def _print_summary(metrics: dict[str, Any]) -> None:
@@ -117,12 +239,41 @@ def _print_summary(metrics: dict[str, Any]) -> None:
 
 
 def evaluate(
-    run: Path = typer.Argument(..., help="Run folder (or a model folder)."),
-    out: Path = typer.Option(..., "--out", help="Where to write metrics.json (report.md goes beside it)."),
+    run: Path = typer.Argument(..., help="Run folder, model folder, or a folder of seed-* runs."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where to write metrics.json (report.md goes beside it); default: RUN/eval."
+    ),
     data: str = typer.Option(
         "", "--data", help="Manifest path or builtin:NAME[?k=v]; default: the run's data."
     ),
     split: str = typer.Option("", "--split", help="train/val/test/all (default: test, or all with --data)."),
+    robustness: bool = typer.Option(
+        False,
+        "--robustness",
+        help="Classify runs: accuracy against each modality's missing rate (MCAR), MNAR.",
+    ),
+    importance: bool = typer.Option(
+        False, "--importance", help="Classify runs: modality importance (permutation, ablation, Shapley)."
+    ),
+    seeds: int | None = typer.Option(
+        None, "--seeds", help="Use the first N seed-* runs of RUN (default: all); mean ± std over them."
+    ),
 ) -> None:
-    """Evaluate a trained model: retrieval for every pair and composed query, zero-shot accuracy."""
-    evaluate_run(run, data or None, out, split=split)
+    """Evaluate trained models: retrieval and zero-shot for embedding runs; for classify runs accuracy,
+    macro-F1 and AUROC per modality subset, with --robustness and --importance, over seeds."""
+    from omnibind.errors import OmnibindError
+    from omnibind.evaluation.seeds import find_runs
+
+    runs = find_runs(run, seeds)
+    out = out if out is not None else run / "eval"
+    if _model_format(runs[0]) == "omnibind-classifier/1":
+        _evaluate_classifier(runs, data or None, out, split, robustness, importance)
+        return
+    if robustness or importance or len(runs) > 1:
+        wanted = [f for f, on in (("--robustness", robustness), ("--importance", importance)) if on]
+        what = " and ".join(wanted) if wanted else "a folder of seed runs"
+        raise OmnibindError(
+            f"{what}: only for classify runs (a config with a 'task' section); {run} holds embedding "
+            "model(s): evaluate one run at a time and compare them with `omnibind report`"
+        )
+    evaluate_run(runs[0], data or None, out, split=split)

@@ -11,6 +11,7 @@ import typer
 
 from omnibind.cli import demo, embed, evaluate, info, train
 from omnibind.cli import index as index_cmd
+from omnibind.cli import report as report_cmd
 from omnibind.cli import search as search_cmd
 from omnibind.cli import serve as serve_cmd
 
@@ -53,6 +54,7 @@ index_app.command("compact")(_friendly(index_cmd.compact))
 app.add_typer(index_app, name="index")
 app.command("search")(_friendly(search_cmd.search))
 app.command("serve")(_friendly(serve_cmd.serve))
+app.command("report")(_friendly(report_cmd.report))
 
 if __name__ == "__main__":
     app()

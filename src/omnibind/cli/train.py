@@ -1,8 +1,9 @@
-"""``omnibind train CONFIG --out RUN [--set key=value ...] [--resume]``."""
+"""``omnibind train CONFIG --out RUN [--set key=value ...] [--resume] [--seeds N]``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,27 +18,90 @@ def train(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
     ),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate on the test split at the end."),
+    seeds: int | None = typer.Option(
+        None,
+        "--seeds",
+        help="Train N runs RUN/seed-0 .. seed-(N-1) with train.seed = base + k (same data split).",
+    ),
 ) -> None:
     """Train a model on the data a config names, then evaluate it on the test split."""
+    from omnibind.config import load_config
+    from omnibind.errors import OmnibindError
+
+    if seeds is not None and seeds < 1:
+        raise OmnibindError(f"--seeds must be at least 1, got {seeds} (nothing was written)")
+    if seeds is None:
+        _train_one(_run_config(config, out, overrides, resume), out, resume, evaluate)
+        return
+    _train_seeds(load_config(config, overrides), config, out, overrides, resume, evaluate, seeds)
+
+
+def _run_config(config: Path, out: Path, overrides: list[str], resume: bool) -> Any:
+    """The config of a run: its own ``config.yaml`` when resuming without overrides, else CONFIG's."""
     from omnibind.config import config_from_dict, load_config
-    from omnibind.training.trainer import train as run_training
 
     if resume and (out / "config.yaml").exists() and not overrides:
         import yaml
 
-        cfg = config_from_dict(yaml.safe_load((out / "config.yaml").read_text()))
-    else:
-        cfg = load_config(config, overrides)
+        return config_from_dict(yaml.safe_load((out / "config.yaml").read_text()))
+    return load_config(config, overrides)
+
+
+def _train_seeds(
+    cfg: Any, config: Path, out: Path, overrides: list[str], resume: bool, evaluate: bool, seeds: int
+) -> None:
+    """Train ``seeds`` runs under ``out``; every folder is checked before the first one is written.
+
+    The data split depends on ``data.split_seed`` only, so every run is tested on the same items; the
+    runs differ in ``train.seed`` (initialisation, data order, modality-dropout draws).
+    """
+    import copy
+
+    from omnibind.evaluation.seeds import seed_dir
+    from omnibind.training.trainer import check_run_dir
+
+    base = cfg.train.seed
+    folders = [seed_dir(out, k) for k in range(seeds)]
+    continuing = [resume and (f / "checkpoints").exists() for f in folders]
+    for folder, cont in zip(folders, continuing, strict=True):
+        check_run_dir(folder, cont)  # an existing run is an error before anything is written
+    tests = []
+    for k, (folder, cont) in enumerate(zip(folders, continuing, strict=True)):
+        own = cont and not overrides  # resuming with the run's own config.yaml, which has its seed
+        run_cfg = _run_config(config, folder, overrides, True) if own else copy.deepcopy(cfg)
+        if not own:
+            run_cfg.train.seed = base + k
+        typer.echo(f"seed {k + 1}/{seeds}: train.seed={run_cfg.train.seed} -> {folder}")
+        test = _train_one(run_cfg, folder, cont, evaluate)
+        if test is not None:
+            tests.append(test)
+    if tests:
+        from omnibind.evaluation.seeds import aggregate, spread_note
+
+        overall = aggregate(tests)["overall"]
+        acc = overall["accuracy"]
+        typer.echo(
+            f"test accuracy over {acc['n']} seeds: {acc['mean']:.3f} ± {acc['std']:.3f}. "
+            f"{spread_note(acc['n'])}"
+        )
+    typer.echo(f"{seeds} runs in {out}; compare them with `omnibind eval {out}` or `omnibind report {out}`")
+
+
+def _train_one(cfg: Any, out: Path, resume: bool, evaluate: bool) -> dict[str, Any] | None:
+    """Train one run into ``out``; returns its test metrics for a classify run (``None`` otherwise)."""
+    from omnibind.training.trainer import train as run_training
+
     if cfg.task is not None:  # a supervised task: encoders + a fusion head
         from omnibind.training.classify import train_classifier
 
         fitted = train_classifier(cfg, out, resume=resume, evaluate=evaluate)
         accuracy = fitted.test["overall"]["accuracy"] if fitted.test else None
         typer.echo(f"trained {fitted.steps} steps; model saved to {out / 'model'}; test accuracy {accuracy}")
-        return
+        return fitted.test
     result = run_training(cfg, out, resume=resume)
     typer.echo(f"trained {result.steps} steps; model saved to {out / 'model'}")
     if evaluate:
         from omnibind.cli.evaluate import evaluate_run
 
         evaluate_run(out, data=None, out=out / "metrics.json", history=result.history)
+    return None

@@ -12,6 +12,7 @@ from pathlib import Path
 from omnibind.config import RunConfig
 from omnibind.data.dataset import Dataset, fit_kinds, prepare_dataset, split_records, write_skipped
 from omnibind.data.kinds import ModalityKind, create_kind
+from omnibind.data.missingness import apply_missing
 from omnibind.data.sources import FactSpec, LoadedData, load_source
 from omnibind.errors import DataError
 
@@ -53,7 +54,7 @@ def build_splits(
     """Load, split and prepare the data of a run.
 
     Args:
-        cfg: the run config (``data`` section).
+        cfg: the run config (``data`` section; ``data.missing`` removes modalities after the split).
         kinds: the modality kinds; with ``fit`` their statistics are fitted on the training split and
             written back into ``cfg.modalities[*].stats``.
         wanted: which splits to prepare.
@@ -68,6 +69,8 @@ def build_splits(
     by_split = split_records(
         loaded.records, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
     )
+    if cfg.data.missing:  # experimenter-chosen missingness (MNAR studies), before anything is fitted
+        by_split = apply_missing(by_split, cfg.data.missing, cfg.data.split_seed)
     if fit:
         fit_kinds(by_split.get("train", []), kinds, cfg.data.on_error)
         for name, kind in kinds.items():

@@ -264,6 +264,70 @@ def _presence(rng: np.random.Generator, n: int, m: int, missing: float) -> np.nd
     return present
 
 
+# Facts whose carriers `only` may narrow (the joint bits are defined by their XOR and stay as they are).
+_MOVABLE = {"shape": 4, "colour": 4, "size": 2, "position": 2}
+
+
+def parse_only(only: str | dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """``only`` of :func:`shapes` as ``{fact: [modality, ...]}``, checked against the fact table.
+
+    A string lists ``fact:modality`` pairs separated by commas; several modalities of one fact are joined
+    by ``/`` or ``+`` (in a query string ``+`` arrives as a space, which is accepted too):
+    ``"size:table"``, ``"colour:image/caption,position:table"``.
+
+    Raises:
+        ValueError: an unknown or joint fact, or a modality that does not carry the fact by default.
+    """
+    if not only:
+        return {}
+    if isinstance(only, str):
+        parsed: dict[str, list[str]] = {}
+        for part in only.split(","):
+            fact, sep, mods = part.partition(":")
+            if not sep or not fact.strip():
+                raise ValueError(f"shapes: only expects 'fact:modality[/modality]' pairs, got {part!r}")
+            parsed[fact.strip()] = re.split(r"[/+\s]+", mods.strip())
+        only = parsed
+    out = {}
+    for fact, mods in only.items():
+        if fact not in _MOVABLE:
+            raise ValueError(
+                f"shapes: only can narrow {', '.join(_MOVABLE)}, not {fact!r} "
+                "(mark, tone and timbre are tied together by their XOR)"
+            )
+        carriers = SHAPES_FACTS[fact].carriers
+        if isinstance(mods, str):  # {size: table}, as YAML reads "size: table"
+            mods = re.split(r"[/+\s]+", mods.strip())
+        mods = [m for m in mods if m]
+        bad = [m for m in mods if m not in carriers]
+        if not mods or bad:
+            raise ValueError(
+                f"shapes: only.{fact} must name some of its carriers {', '.join(carriers)}, got {mods!r}"
+            )
+        out[fact] = mods
+    return out
+
+
+def _decoys(
+    rng: np.random.Generator, f: dict[str, np.ndarray], only: dict[str, list[str]]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per modality, the scene facts it shows: the true ones, or an independent draw where ``only`` hides one.
+
+    A hidden fact is replaced by a fresh uniform value (drawn independently for every modality), so the
+    modality still looks like a normal scene but says nothing about the true value.
+    """
+    n = len(f["shape"])
+    per: dict[str, dict[str, np.ndarray]] = {m: dict(f) for m in SHAPES_MODALITIES}
+    for fact, keep in only.items():
+        for m in SHAPES_FACTS[fact].carriers:
+            if m not in keep:
+                per[m][fact] = rng.integers(0, _MOVABLE[fact], n)
+    for facts in per.values():  # geometry follows the (possibly decoy) size and position
+        facts["r"] = np.where(facts["size"] == 1, 0.24, 0.14) * (1 + f["r_jitter"])
+        facts["cx"] = np.where(facts["position"] == 1, 0.70, 0.30) + f["cx_jitter"]
+    return per
+
+
 @SOURCES.register("shapes")
 def shapes(
     n: int = 3000,
@@ -274,6 +338,7 @@ def shapes(
     missing: float = 0.0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    only: str | dict[str, list[str]] | None = None,
 ) -> LoadedData:
     """Scenes of one coloured shape in four modalities, with facts spread over them (see module docs).
 
@@ -306,6 +371,11 @@ def shapes(
             that would lose all four.
         val_fraction: share of items in the ``val`` split (random items).
         test_fraction: share of items in the ``test`` split; the rest are ``train``.
+        only: put scene facts in chosen modalities only, for diagnostics with a known answer:
+            ``"size:table"`` keeps the true size in the table and makes the image and the caption show an
+            independently drawn size instead; ``"colour:image/caption,shape:sound"`` narrows two facts
+            (see :func:`parse_only`). Movable: shape, colour, size, position, each within its default
+            carriers. The fact table and ``info["carriers"]`` follow. Default: every carrier is truthful.
 
     Returns:
         :class:`LoadedData` with records (facts ``shape, colour, size, position`` as names, ``mark, tone,
@@ -321,6 +391,7 @@ def shapes(
         >>> r.values["image"].shape, r.facts["timbre"] == r.facts["mark"] ^ r.facts["tone"]
         ((32, 32, 3), True)
     """
+    placed = parse_only(only)
     if n < 1 or image_size < 8 or not 0.0 <= missing < 1.0 or val_fraction + test_fraction > 1.0:
         raise ValueError(
             f"shapes: need n >= 1, image_size >= 8, 0 <= missing < 1 and val + test fractions <= 1; "
@@ -330,6 +401,7 @@ def shapes(
     r_fact, r_img, r_cap, r_snd, r_tab, r_miss, r_split = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)
     )
+    r_decoy = np.random.default_rng(np.random.SeedSequence(seed).spawn(8)[7])  # `only`: spawn 0-6 unchanged
     f = {
         "shape": r_fact.integers(0, 4, n),
         "colour": r_fact.integers(0, 4, n),
@@ -340,15 +412,16 @@ def shapes(
     }
     f["timbre"] = f["mark"] ^ f["tone"]
     # Geometry as fractions of the image side; radius leaves room for the mark frame.
-    f["r"] = np.where(f["size"] == 1, 0.24, 0.14) * (1 + r_fact.uniform(-0.08, 0.08, n))
-    f["cx"] = np.where(f["position"] == 1, 0.70, 0.30) + r_fact.uniform(-0.04, 0.04, n)
+    f["r_jitter"] = r_fact.uniform(-0.08, 0.08, n)
+    f["cx_jitter"] = r_fact.uniform(-0.04, 0.04, n)
     f["cy"] = r_fact.uniform(0.36, 0.64, n)
+    seen = _decoys(r_decoy, f, placed)  # modality -> the facts it shows (the true ones unless `only`)
 
     values = {
-        "image": _render_images(r_img, f, image_size),
-        "caption": _captions(r_cap, f),
-        "sound": _render_sounds(r_snd, f, sample_rate, seconds),
-        "table": _tables(r_tab, f),
+        "image": _render_images(r_img, seen["image"], image_size),
+        "caption": _captions(r_cap, seen["caption"]),
+        "sound": _render_sounds(r_snd, seen["sound"], sample_rate, seconds),
+        "table": _tables(r_tab, seen["table"]),
     }
     names = list(values)
     present = _presence(r_miss, n, len(names), missing)
@@ -374,6 +447,9 @@ def shapes(
                 source="builtin:shapes",
             )
         )
+    facts_table = {
+        k: FactSpec(list(placed.get(k, s.carriers)), s.joint, s.owner) for k, s in SHAPES_FACTS.items()
+    }
     info = {
         "shapes": SHAPES,
         "colours": COLOURS,
@@ -382,8 +458,7 @@ def shapes(
         "kinds": SHAPES_MODALITIES,
         "image_size": image_size,
         "sample_rate": sample_rate,
-        "carriers": {k: list(s.carriers) for k, s in SHAPES_FACTS.items()},
+        "carriers": {k: list(s.carriers) for k, s in facts_table.items()},
         "joint": {k: s.owner for k, s in SHAPES_FACTS.items() if s.joint},
     }
-    facts_table = {k: FactSpec(list(s.carriers), s.joint, s.owner) for k, s in SHAPES_FACTS.items()}
     return LoadedData(records=records, facts=facts_table, name="shapes", info=info)

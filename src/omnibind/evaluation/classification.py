@@ -3,7 +3,8 @@
 The pure functions (:func:`accuracy`, :func:`macro_f1`, :func:`auroc`, :func:`classification_metrics`)
 take logits and targets. :func:`evaluate_classifier` embeds a dataset once and scores the classifier's
 head with the items' own presence, then with every non-empty subset ``S`` of modalities: the head sees
-only ``S`` (the rest masked out via ``present``), on the items that have every modality of ``S``.
+only ``S`` (the rest masked out via ``present``), on the items that have every modality of ``S``. A
+multi-task classifier is scored per task, and its ``overall`` and ``subsets`` are the means over tasks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from omnibind.data.dataset import Dataset
 from omnibind.fusion.classifier import Classifier
-from omnibind.fusion.labels import encode_labels, item_labels
+from omnibind.fusion.labels import LabelTask, encode_targets, split_targets
 from omnibind.types import Embeddings
 
 
@@ -128,36 +129,70 @@ def evaluate_classifier(
     Returns:
         ``{"overall": metrics, "subsets": {"image": metrics, "image+audio": ..., ...}, "classes": [...]}``
         where ``metrics`` is :func:`classification_metrics`; a subset's ``n`` counts the items that have
-        all of its modalities (``accuracy`` is ``None`` when there are none).
+        all of its modalities (``accuracy`` is ``None`` when there are none). With several tasks:
+        ``{"overall": mean, "subsets": {...: mean}, "tasks": {label: {"overall", "subsets", "classes"}}}``
+        where ``mean`` is :func:`mean_over_tasks` of the tasks' metrics.
 
     Raises:
         DataError: an item's class was not seen in training (see ``omnibind.fusion.labels``).
     """
-    task = model.config.task
-    assert task is not None
-    targets = encode_labels(item_labels(dataset, task.label, task.multilabel), model.classes, dataset)
+    targets = encode_targets(model.tasks, dataset)
     embeddings = embed_for_classifier(model, dataset, batch_size)
+    groups: dict[str, tuple[Tensor, Tensor]] = {"overall": (dataset.present, torch.arange(len(dataset)))}
+    if by_subset:
+        for subset in subsets(model.modalities):
+            keep = torch.tensor([m in subset for m in model.modalities])
+            rows = (dataset.present | ~keep).all(dim=1).nonzero().squeeze(1)  # items with all of S
+            groups["+".join(subset)] = (dataset.present.index_select(0, rows) & keep, rows)
     was_training = model.training
     model.eval()
     try:
-        out: dict[str, Any] = {
-            "overall": classification_metrics(
-                _logits(model, embeddings, dataset.present, batch_size), targets
-            ),
-            "classes": list(model.classes),
-        }
-        if by_subset:
-            out["subsets"] = {}
-            for subset in subsets(model.modalities):
-                keep = torch.tensor([m in subset for m in model.modalities])
-                rows = (dataset.present | ~keep).all(dim=1).nonzero().squeeze(1)  # items with all of S
-                z = {m: e.index_select(0, rows) for m, e in embeddings.items()}
-                logits = _logits(model, z, dataset.present.index_select(0, rows) & keep, batch_size)
-                out["subsets"]["+".join(subset)] = classification_metrics(
-                    logits, targets.index_select(0, rows)
-                )
+        scores = {}  # group -> task -> metrics
+        for group, (present, rows) in groups.items():
+            z = {m: e.index_select(0, rows) for m, e in embeddings.items()}
+            logits = _logits(model, z, present, batch_size)
+            scores[group] = _per_task(model.tasks, logits, targets.index_select(0, rows))
     finally:
         model.train(was_training)
+    return _layout(model.tasks, scores, by_subset)
+
+
+def _per_task(tasks: list[LabelTask], logits: Tensor, targets: Tensor) -> dict[str, dict[str, Any]]:
+    truth = split_targets(targets, tasks)
+    return {t.name: classification_metrics(logits[:, t.columns], truth[t.name]) for t in tasks}
+
+
+def _layout(tasks: list[LabelTask], scores: dict[str, dict[str, Any]], by_subset: bool) -> dict[str, Any]:
+    """The single-task layout (unchanged since before multi-task), or means plus a ``tasks`` section."""
+    groups = [g for g in scores if g != "overall"]
+    if len(tasks) == 1:
+        name = tasks[0].name
+        out: dict[str, Any] = {"overall": scores["overall"][name], "classes": list(tasks[0].classes)}
+        if by_subset:
+            out["subsets"] = {g: scores[g][name] for g in groups}
+        return out
+    out = {"overall": mean_over_tasks(list(scores["overall"].values()))}
+    if by_subset:
+        out["subsets"] = {g: mean_over_tasks(list(scores[g].values())) for g in groups}
+    out["tasks"] = {}
+    for t in tasks:
+        mine: dict[str, Any] = {"overall": scores["overall"][t.name], "classes": list(t.classes)}
+        if by_subset:
+            mine["subsets"] = {g: scores[g][t.name] for g in groups}
+        out["tasks"][t.name] = mine
+    return out
+
+
+def mean_over_tasks(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of each metric over tasks (over the tasks where it is defined; ``None`` where none is).
+
+    ``n`` is the number of items, the same for every task.
+    """
+    out: dict[str, Any] = {}
+    for key in ("accuracy", "macro_f1", "auroc"):
+        values = [m[key] for m in metrics if m[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    out["n"] = metrics[0]["n"]
     return out
 
 
@@ -169,4 +204,4 @@ def _logits(model: Classifier, embeddings: Embeddings, present: Tensor, batch_si
         ).logits
         for i in range(0, n, batch_size)
     ]
-    return torch.cat(chunks) if chunks else torch.zeros(0, len(model.classes))
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.head.num_classes)

@@ -6,6 +6,9 @@ saved classifier (``config.json`` + ``model.safetensors``) loads without trainin
     clf = Classifier.load("runs/avmnist-attention/model")
     out = clf(batch)                       # FusionOutput: logits [B, C]
     clf.classes[int(out.logits[0].argmax())]
+
+With several tasks (``task.label: [shape, colour]``) the head's logits are ``[B, sum C_k]``;
+``clf.tasks`` says which columns belong to which task and ``clf.split_logits(out.logits)`` cuts them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from omnibind.config import RunConfig
 from omnibind.data.batch import Batch
 from omnibind.errors import OmnibindError
 from omnibind.fusion.base import FusionOutput, create_head
+from omnibind.fusion.labels import LabelTask, label_tasks
 from omnibind.model import OmniModel, model_dir, read_artifact, write_artifact
 from omnibind.types import Embeddings
 
@@ -33,7 +37,9 @@ class Classifier(nn.Module):
 
     Attributes:
         encoder: the OmniModel; its logit scale is unused here and frozen.
-        head: the fusion head named by ``config.task.head``.
+        head: the fusion head named by ``config.task.head``, with one logit per class of every task.
+        tasks: the tasks (:class:`~omnibind.fusion.labels.LabelTask`: label, classes, logit columns);
+            one entry for a single-task classifier.
     """
 
     def __init__(self, config: RunConfig) -> None:
@@ -42,10 +48,12 @@ class Classifier(nn.Module):
         if task is None or not task.classes:
             raise OmnibindError("a Classifier needs a config with a 'task' section and its fitted classes")
         self.config = config
+        self.tasks: list[LabelTask] = label_tasks(task)
         self.encoder = OmniModel(config)
         self.encoder.log_logit_scale.requires_grad_(False)
+        width = sum(len(t.classes) for t in self.tasks)  # the tasks' logits side by side
         self.head = create_head(
-            task.head, self.encoder.modalities, config.model.dim, len(task.classes), **task.head_options
+            task.head, self.encoder.modalities, config.model.dim, width, **task.head_options
         )
         if task.freeze_encoders:
             self.encoder.requires_grad_(False)
@@ -57,14 +65,40 @@ class Classifier(nn.Module):
 
     @property
     def classes(self) -> list[str]:
-        """The class names, in logit order."""
-        assert self.config.task is not None
-        return self.config.task.classes
+        """The class names, in logit order (single-task; a multi-task classifier has them per task).
+
+        Raises:
+            OmnibindError: the classifier has several tasks (use :attr:`tasks`).
+        """
+        return list(self._single().classes)
 
     @property
     def multilabel(self) -> bool:
-        """Whether each class has its own sigmoid (multi-label) rather than one softmax over classes."""
-        return bool(self.config.task and self.config.task.multilabel)
+        """Whether each class has its own sigmoid (multi-label) rather than one softmax over classes.
+
+        Raises:
+            OmnibindError: the classifier has several tasks (each has its own flag in :attr:`tasks`).
+        """
+        return self._single().multilabel
+
+    def _single(self) -> LabelTask:
+        if len(self.tasks) > 1:
+            raise OmnibindError(
+                f"this classifier has {len(self.tasks)} tasks ({', '.join(t.name for t in self.tasks)}); "
+                "their classes and logit columns are in .tasks"
+            )
+        return self.tasks[0]
+
+    def split_logits(self, logits: Tensor) -> dict[str, Tensor]:
+        """Per task, its columns of the head's logits.
+
+        Inputs:
+            logits: ``[B, sum C_k]``, e.g. ``self(batch).logits``.
+
+        Returns:
+            ``{task label: [B, C_k]}``, in task order.
+        """
+        return {t.name: logits[:, t.columns] for t in self.tasks}
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)

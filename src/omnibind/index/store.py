@@ -233,6 +233,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if all(type(v) in (float, int, str) for v in value):
+            return value  # the common case (a vector read from a manifest), without a call per number
         return [_jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()

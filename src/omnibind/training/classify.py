@@ -17,6 +17,10 @@ Validation (accuracy, macro-F1 on ``val``), checkpoints, the metrics log and ear
 between steps, through the same callbacks as the contrastive trainer; a run resumes exactly. At the end
 the model is saved to ``run_dir/model`` and, with ``evaluate``, scored on ``test`` into ``metrics.json``
 (overall and for every non-empty subset of modalities).
+
+With several tasks (``task.label: [shape, colour]``) the head's logits hold every task's classes side by
+side, the criterion is the mean of the tasks' criteria (:func:`task_criterion`), and validation logs the
+means over tasks (``val/accuracy``, used by early stopping) and each task's own (``val/shape/accuracy``).
 """
 
 from __future__ import annotations
@@ -32,12 +36,12 @@ import yaml
 from torch import Tensor
 
 from omnibind.config import RunConfig, config_from_dict
-from omnibind.data.loading import build_kinds, build_splits, save_skipped
+from omnibind.data.loading import Splits, build_kinds, build_splits, save_skipped
 from omnibind.errors import OmnibindError
 from omnibind.evaluation.classification import accuracy, evaluate_classifier
 from omnibind.fusion.base import Criterion
 from omnibind.fusion.classifier import Classifier
-from omnibind.fusion.labels import encode_labels, fit_classes, item_labels
+from omnibind.fusion.labels import LabelTask, encode_targets, fit_tasks, label_tasks, split_targets
 from omnibind.io import write_json_atomic, write_text_atomic
 from omnibind.model import CONFIG_NAME, model_dir
 from omnibind.training.balance import BalancePolicy, StepContext, create_policies, modality_groups
@@ -64,6 +68,48 @@ def criterion_for(multilabel: bool) -> Criterion:
     if multilabel:
         return lambda logits, y: F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
     return lambda logits, y: F.cross_entropy(logits, y, reduction="none")
+
+
+def task_criterion(tasks: list[LabelTask]) -> Criterion:
+    """Per-item loss of a classifier's tasks: :func:`criterion_for` of one task, or the mean over tasks.
+
+    With several tasks the logits are ``[B, sum C_k]`` and the targets ``float[B, sum C_k]`` (one-hot or
+    multi-hot per task, see :func:`~omnibind.fusion.labels.encode_targets`); each task's criterion sees its
+    own columns. The mean, not the sum, keeps the loss on the scale of one task, so a learning rate tuned
+    for one task still fits.
+    """
+    if len(tasks) == 1:
+        return criterion_for(tasks[0].multilabel)
+    parts = [(t.columns, t.multilabel, criterion_for(t.multilabel)) for t in tasks]
+
+    def per_item(logits: Tensor, y: Tensor) -> Tensor:
+        losses = [
+            loss(logits[:, cols], y[:, cols] if multi else y[:, cols].argmax(dim=1))
+            for cols, multi, loss in parts
+        ]
+        return torch.stack(losses).mean(dim=0)  # [B]
+
+    return per_item
+
+
+def _accuracy(tasks: list[LabelTask], logits: Tensor, y: Tensor) -> float:
+    """Training accuracy of one task, or the mean over tasks."""
+    if len(tasks) == 1:
+        return accuracy(logits, y)
+    truth = split_targets(y, tasks)
+    return sum(accuracy(logits[:, t.columns], truth[t.name]) for t in tasks) / len(tasks)
+
+
+def _val_metrics(scores: dict[str, Any]) -> dict[str, float]:
+    """``val/accuracy``, ... (means over tasks), plus ``val/<task>/accuracy``, ... with several tasks."""
+    sections = [("val", scores["overall"])]
+    sections += [(f"val/{name}", t["overall"]) for name, t in scores.get("tasks", {}).items()]
+    return {
+        f"{prefix}/{k}": float(v)
+        for prefix, values in sections
+        for k, v in values.items()
+        if v is not None and k != "n"
+    }
 
 
 def adopt_init(cfg: RunConfig, init: str | Path) -> None:
@@ -111,6 +157,7 @@ def train_classifier(
     resume: bool = False,
     evaluate: bool = True,
     callbacks: list[Callback] | None = None,
+    splits: Splits | None = None,
 ) -> ClassifyResult:
     """Train a :class:`Classifier` as ``cfg`` (with a ``task`` section) says and save it to ``run_dir/model``.
 
@@ -121,6 +168,10 @@ def train_classifier(
         resume: continue from ``run_dir/checkpoints/checkpoint.pt``.
         evaluate: score the test split (if there is one) at the end.
         callbacks: extra callbacks after the built-in ones.
+        splits: data already prepared by :func:`~omnibind.data.loading.build_splits` for a config with
+            the same data and modalities, whose fitted statistics ``cfg.modalities[*].stats`` already
+            holds; preparing once saves much time when many models train on the same data (seeds,
+            heads). Default: prepared here from ``cfg``.
 
     Returns:
         :class:`ClassifyResult` with the trained model (the best one when early stopping is on).
@@ -133,6 +184,7 @@ def train_classifier(
         raise OmnibindError("train_classifier needs a config with a 'task' section (task: {type: classify})")
     run_dir = Path(run_dir)
     ckpt_path = check_run_dir(run_dir, resume)
+    policies = create_policies(task)  # a bad balance option stops the run before anything is read
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -140,17 +192,22 @@ def train_classifier(
     # Data and labels first: a bad record or an unseen class stops the run before anything is written.
     if task.init:
         adopt_init(cfg, task.init)
-    kinds = build_kinds(cfg)
-    splits = build_splits(cfg, kinds, fit=not task.init, progress=tc.progress)
+    if splits is None:
+        splits = build_splits(cfg, build_kinds(cfg), fit=not task.init, progress=tc.progress)
+    else:
+        for name, ds in splits.datasets.items():
+            if ds.modalities != tuple(cfg.modalities):
+                raise OmnibindError(
+                    f"train_classifier: the prepared '{name}' split has {', '.join(ds.modalities)}; "
+                    f"the config declares {', '.join(cfg.modalities)}"
+                )
     if "train" not in splits.datasets:
         raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
     train_set = splits.datasets["train"]
     val_set, test_set = splits.datasets.get("val"), splits.datasets.get("test")
-    task.classes = fit_classes(item_labels(train_set, task.label, task.multilabel))
-    targets = {
-        split: encode_labels(item_labels(ds, task.label, task.multilabel), task.classes, ds, split)
-        for split, ds in splits.datasets.items()
-    }
+    fit_tasks(task, train_set)  # task.classes: a list, or {label: classes} with several tasks
+    tasks = label_tasks(task)
+    targets = {split: encode_targets(tasks, ds, split) for split, ds in splits.datasets.items()}
     run_dir.mkdir(parents=True, exist_ok=True)
     save_skipped(splits, run_dir)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -159,10 +216,12 @@ def train_classifier(
     model = Classifier(cfg)
     if task.init and not resume:
         model.init_encoders(task.init)
-    criterion = criterion_for(task.multilabel)
-    policies = create_policies(task)
+    criterion = task_criterion(tasks)
     groups = modality_groups(model.encoder, model.modalities)
-    loop = LoopState(tc, {"model": model}, len(train_set))
+    # Policies with running state (AGM's averages) are checkpointed with the loop, so a resume is exact.
+    loop = LoopState(
+        tc, {"model": model}, len(train_set), states={f"balance.{i}": p for i, p in enumerate(policies)}
+    )
     plan, stopper, masker = loop.plan, loop.stopper, loop.generator  # masker: modality dropout draws
     if resume:
         loop.restore(ckpt_path)
@@ -193,7 +252,7 @@ def train_classifier(
                 present = policy.mask(present, masker)
             out = model.head(embeddings, present)
             loss = model.head.loss(out, y, criterion)
-            ctx = StepContext(step, embeddings, present, y, model.head, criterion, groups)
+            ctx = StepContext(step, embeddings, present, y, model.head, criterion, groups, plan.total)
             loop.optimizer.zero_grad(set_to_none=True)
             _backward(policies, loss, ctx)
             for policy in policies:
@@ -207,15 +266,16 @@ def train_classifier(
             logs = {
                 "epoch": epoch,
                 "train/loss": float(loss.detach()),
-                "train/accuracy": accuracy(out.logits.detach(), y),
+                "train/accuracy": _accuracy(tasks, out.logits.detach(), y),
                 "lr": loop.scheduler.get_last_lr()[0],
                 "items_per_s": len(batch) / max(seconds, 1e-9),
+                **{k: v for policy in policies for k, v in policy.metrics().items()},
             }
             for cb in events:
                 cb.on_step(step, logs)
             if val_set is not None and (step % plan.eval_every == 0 or step == plan.total):
-                scores = evaluate_classifier(model, val_set, cfg.eval.batch_size, by_subset=False)["overall"]
-                metrics = {f"val/{k}": float(v) for k, v in scores.items() if v is not None and k != "n"}
+                scores = evaluate_classifier(model, val_set, cfg.eval.batch_size, by_subset=False)
+                metrics = _val_metrics(scores)
                 for cb in events:
                     cb.on_validate(step, metrics)
                 if stopper is not None:

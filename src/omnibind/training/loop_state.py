@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -17,6 +18,14 @@ from omnibind.config import TrainConfig
 from omnibind.training.callbacks import EarlyStopping
 from omnibind.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from omnibind.training.optim import param_groups, warmup_cosine
+
+
+class Stateful(Protocol):
+    """Anything with ``state_dict`` / ``load_state_dict`` (a module, a balance policy)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class LoopState:
         tc: the ``train`` section of the config.
         modules: the trained modules by name (their state goes into the checkpoint under that name).
         num_items: size of the training split.
+        states: other objects whose ``state_dict()`` goes into the checkpoint under that name and comes
+            back through ``load_state_dict`` (balance policies with running averages).
 
     Attributes:
         plan: the :class:`StepPlan`.
@@ -65,8 +76,15 @@ class LoopState:
         stopper: early stopping, or ``None`` when ``early_stopping_metric`` is empty.
     """
 
-    def __init__(self, tc: TrainConfig, modules: dict[str, nn.Module], num_items: int) -> None:
+    def __init__(
+        self,
+        tc: TrainConfig,
+        modules: dict[str, nn.Module],
+        num_items: int,
+        states: dict[str, Stateful] | None = None,
+    ) -> None:
         self.modules = modules
+        self.states = dict(states or {})
         self.plan = plan_steps(tc, num_items)
         self.optimizer = torch.optim.AdamW(param_groups(modules.values(), tc.weight_decay), lr=tc.lr)
         self.scheduler = warmup_cosine(self.optimizer, tc.warmup_steps, self.plan.total)
@@ -94,6 +112,7 @@ class LoopState:
                 "generator": self.generator.get_state(),
                 "rng": rng_state(),
                 "early_stopping": self.stopper.state() if self.stopper else None,
+                "states": {name: obj.state_dict() for name, obj in self.states.items()},
             },
         )
 
@@ -108,4 +127,6 @@ class LoopState:
         set_rng_state(state["rng"])
         if self.stopper is not None and state.get("early_stopping"):
             self.stopper.load_state(state["early_stopping"])
+        for name, obj in self.states.items():
+            obj.load_state_dict(state.get("states", {}).get(name, {}))
         self.step = int(state["step"])

@@ -1,0 +1,129 @@
+"""Reading search and embed requests (JSON or multipart with file parts) and answering them."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from omnibind.serving import schemas as s
+from omnibind.serving.errors import ApiError
+from omnibind.serving.service import Service
+
+SEARCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": s.SearchRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": "a SearchRequest as JSON (optional)"},
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "image / audio files; a part may instead be named after its "
+                            "modality",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+Upload = tuple[str, bytes, str | None]  # (modality, file bytes, declared media type)
+
+
+async def search_input(request: Request, service: Service) -> tuple[s.SearchRequest, list[Upload]]:
+    """The search request from a JSON body or from multipart form fields and file parts."""
+    ctype = request.headers.get("content-type", "")
+    uploads: list[Upload] = []
+    if ctype.startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=16, max_fields=32)
+        except (ValueError, KeyError, AssertionError) as exc:
+            raise ApiError(400, f"the multipart body cannot be read ({exc})") from None
+        fields: dict[str, Any] = {}
+        for name, part in form.multi_items():
+            if isinstance(part, str):
+                fields[name] = part
+                continue
+            data = await part.read()
+            modality = service.upload_modality(name, part.content_type)
+            uploads.append((modality, data, part.content_type))
+        raw: Any = _form_query(fields)
+    else:
+        if ctype and not ctype.startswith("application/json"):
+            raise ApiError(415, f"send application/json or multipart/form-data, not {ctype}")
+        try:
+            raw = json.loads(await request.body() or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+    try:
+        return s.SearchRequest.model_validate(raw), uploads
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def _form_query(fields: dict[str, str]) -> dict[str, Any]:
+    """Form fields: ``query`` (a SearchRequest as JSON) and simple fields that override it."""
+    try:
+        raw = json.loads(fields.pop("query", "{}") or "{}")
+        for name in ("where", "values", "vectors", "media"):
+            if name in fields:
+                fields[name] = json.loads(fields[name])
+    except ValueError as exc:
+        raise ApiError(400, f"a form field holds invalid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "the form field 'query' must be a JSON object")
+    return {**raw, **fields}
+
+
+def run_search(service: Service, req: s.SearchRequest, uploads: list[Upload]) -> dict[str, Any]:
+    """Answer a search (in a worker thread): check ``k`` and the target, decode uploads, search under the
+    read lock; returns the ``SearchResponse`` body."""
+    if not 1 <= req.k <= service.settings.max_k:
+        raise ApiError(400, f"k must be an integer from 1 to {service.settings.max_k}, got {req.k}")
+    if req.target is not None:
+        service.modality(req.target, "target modality")
+    query = service.query(req, {m: service.media_value(m, data, ct) for m, data, ct in uploads})
+    if query.values:
+        service.model()  # load once, outside the read lock
+    with service.lock.read():
+        start = time.perf_counter()
+        result = service.index.search(
+            query, target=req.target, k=req.k, where=req.where, min_score=req.min_score, max_gap=req.max_gap
+        )
+        hits = [
+            {
+                "id": h.id,
+                "score": h.score,
+                "modality": h.modality,
+                "metadata": h.metadata,
+                "item": service.item_view(h.id)["modalities"] if req.include_items else None,
+            }
+            for h in result.hits
+        ]
+    took = (time.perf_counter() - start) * 1000
+    return {"hits": hits, "stopped_because": result.stopped_because, "method": result.method, "took_ms": took}
+
+
+def run_embed(service: Service, req: s.EmbedRequest) -> dict[str, Any]:
+    """Embed raw values or base64 media of one modality; returns the ``EmbedResponse`` body."""
+    m = service.modality(req.modality)
+    if bool(req.values) == bool(req.media):
+        raise ApiError(400, "give exactly one of 'values' (raw values) or 'media' (base64 files)")
+    if len(req.values) + len(req.media) > service.settings.max_embed:
+        raise ApiError(413, f"at most {service.settings.max_embed} values per request")
+    items = [service.safe_value(m, v) for v in req.values] + [service.b64_value(m, b) for b in req.media]
+    model = service.model()
+    try:
+        vectors = model.embed(items, m)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ApiError(400, f"cannot embed a value of '{m}': {exc}") from None
+    return {"modality": m, "dim": service.index.dim, "vectors": vectors.tolist()}
