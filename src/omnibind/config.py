@@ -169,11 +169,6 @@ class TrainConfig:
         early_stopping_mode: ``max`` or ``min``.
         threads: torch intra-op threads (0: leave torch's default).
         progress: show a progress bar.
-        group_by: fields (facts, ``label``, manifest columns) whose values group the training items;
-            batches are then made of one group each, so that negatives share those fields (hard
-            negatives; ``omnibind.data.sampler``). Empty: random batches.
-        group_share: share in [0, 1] of the batches that are grouped when ``group_by`` is set; the
-            others are random.
     """
 
     epochs: int = 10
@@ -191,8 +186,6 @@ class TrainConfig:
     early_stopping_mode: str = "max"
     threads: int = 0
     progress: bool = True
-    group_by: list[str] = field(default_factory=list)
-    group_share: float = 1.0
 
 
 @dataclass
@@ -463,19 +456,11 @@ def _check_values(cfg: RunConfig) -> None:
             f"train.batch_size must be at least 2 (contrastive losses need negatives), "
             f"got {cfg.train.batch_size}"
         )
-    _check_grouping(cfg.train)
     for z in cfg.eval.zero_shot:
         if z.method == "prompts" and z.text not in cfg.modalities:
             raise ConfigError(f"eval.zero_shot '{z.name}': text modality '{z.text}' is not declared")
     if cfg.task is not None:
         _check_task(cfg.task)
-
-
-def _check_grouping(tc: TrainConfig) -> None:
-    if not isinstance(tc.group_by, list) or not all(isinstance(f, str) and f for f in tc.group_by):
-        raise ConfigError(f"train.group_by must be a list of field names, got {tc.group_by!r}")
-    if not 0.0 <= tc.group_share <= 1.0:
-        raise ConfigError(f"train.group_share must be in [0, 1], got {tc.group_share}")
 
 
 def _check_missing(cfg: RunConfig) -> None:

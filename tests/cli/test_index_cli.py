@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from omnibind.cli.main import app
 from omnibind.config import config_from_dict
-from omnibind.index import Index
+from omnibind.index import Index, SearchSettings
 from omnibind.model import OmniModel
 from omnibind.training.trainer import train
 from tests.helpers import tiny_shapes_config
@@ -73,6 +73,15 @@ def test_build_add_search_delete_compact(run, tmp_path):
     assert r.exit_code == 0 and "the index holds 33" in r.output
     r = runner.invoke(app, ["index", "compact", str(index)])
     assert r.exit_code == 0 and "33 items" in r.output
+
+
+def test_one_off_search_scans_instead_of_building_a_graph(run, tmp_path):
+    index = Index.create(tmp_path / "index", run, SearchSettings(exact_threshold=5))  # a graph above 5
+    index.add_embeddings([f"v{i}" for i in range(30)], {"caption": np.eye(30, 16, dtype=np.float32) + 0.1})
+    assert Index.open(tmp_path / "index").search(np.ones(16), target="caption").method == "hnsw"
+    r = CliRunner().invoke(app, ["search", str(tmp_path / "index"), "--like", "v3", "--target", "caption"])
+    assert r.exit_code == 0, r.output
+    assert "10 results (exact;" in r.output
 
 
 @pytest.mark.parametrize(
@@ -147,18 +156,19 @@ def _kill_at_random_moment(proc: subprocess.Popen, batches: int, rng: random.Ran
     return acknowledged
 
 
-def _check_whole_items(index: Path, expected: set[str]) -> Index:
-    """Open the index: exactly ``expected`` is there, and every row has both vectors and its metadata."""
-    ix = Index.open(index)
+def _open_checked(index: Path) -> tuple[Index, list[str]]:
+    """Open the index (exact search, so no graph is built) and check that every row is a whole item: both
+    modalities' vectors and values, and the metadata of its own row. Returns the index and its ids."""
+    ix = Index.open(index, settings=SearchSettings(exact_threshold=10**9))
     table = ix.store.read(["id", "metadata", "a__vector", "b__vector", "a__value", "b__value"])
     ids = table.column("id").to_pylist()
-    assert len(ids) == len(set(ids)) and set(ids) == expected
+    assert len(ids) == len(set(ids))
     for column in ("a__vector", "b__vector", "a__value", "b__value", "metadata"):
         assert table.column(column).null_count == 0, f"a row without {column}: a partial item"
     rows = [json.loads(m)["row"] for m in table.column("metadata").to_pylist()]
     assert rows == [int(i.rsplit("-", 1)[1]) for i in ids], "metadata of another item"
-    assert ix.counts() == {"a": len(expected), "b": len(expected)} and len(ix) == len(expected)
-    return ix
+    assert ix.counts() == {"a": len(ids), "b": len(ids)} and len(ix) == len(ids)
+    return ix, ids
 
 
 def _check_searchable(ix: Index, ids: list[str], rng: random.Random, sample: int) -> None:
@@ -199,14 +209,13 @@ def test_sigkill_during_add_loses_no_acknowledged_item(tmp_path, rounds, n, batc
     for round_ in range(rounds):
         manifest = _vector_manifest(tmp_path / "m.jsonl", f"r{round_}", n, seed=round_)
         acknowledged = _kill_at_random_moment(_start_add(index, manifest, batch), n // batch, rng)
-        ids = [f"r{round_}-{i:06d}" for i in range(n)]
-        ix = Index.open(index)
-        mine = sorted(i for i in ix.ids() if i.startswith(f"r{round_}-"))
+        ix, ids = _open_checked(index)
+        mine = sorted(i for i in ids if i.startswith(f"r{round_}-"))
         # acknowledged items are all there; beyond them at most the batch being committed at the kill
         assert acknowledged <= len(mine) <= acknowledged + batch and len(mine) % batch == 0
-        assert mine == ids[: len(mine)]
+        assert mine == [f"r{round_}-{i:06d}" for i in range(len(mine))]
         expected |= set(mine)
-        ix = _check_whole_items(index, expected)
+        assert set(ids) == expected
         _check_searchable(ix, mine, rng, sample=20)
     # the next add (in this process: the same command without another interpreter start) runs to the
     # end, and its items are whole and searchable
@@ -214,4 +223,6 @@ def test_sigkill_during_add_loses_no_acknowledged_item(tmp_path, rounds, n, batc
     r = CliRunner().invoke(app, ["index", "add", str(index), "--data", str(manifest), "--batch-size", "100"])
     assert r.exit_code == 0 and "committed 300 items" in r.output, r.output
     last = [f"last-{i:06d}" for i in range(300)]
-    _check_searchable(_check_whole_items(index, expected | set(last)), last, rng, sample=20)
+    ix, ids = _open_checked(index)
+    assert set(ids) == expected | set(last)
+    _check_searchable(ix, last, rng, sample=20)

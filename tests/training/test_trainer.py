@@ -143,33 +143,3 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path: Path) -> None:
     assert proc.wait(timeout=300) == 0
     assert kills >= 1
     _assert_same(_weights(tmp_path / "full"), _weights(run))
-
-
-def test_group_by_makes_batches_of_one_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from omnibind.data.dataset import Dataset
-
-    seen: list[set] = []
-    batch = Dataset.batch
-
-    def spy(self: Dataset, indices: object):  # noqa: ANN202
-        out = batch(self, indices)
-        if self.records[0].split == "train":
-            seen.append({f["shape"] for f in out.facts})
-        return out
-
-    monkeypatch.setattr(Dataset, "batch", spy)
-    # ~128 training items in 4 shapes of ~32: a grouped batch of 32 holds one shape, or the end of one
-    # and the start of the next (three if a group is short); a random batch holds all four.
-    train(_cfg(group_by=["shape"]), tmp_path / "grouped")
-    grouped = [len(s) for s in seen]
-    seen.clear()
-    train(_cfg(), tmp_path / "random")
-    assert len(grouped) == len(seen) == 3 * 4
-    assert max(grouped) <= 3 and grouped.count(1) >= 1
-    assert min(len(s) for s in seen) == 4
-
-
-def test_group_by_with_an_unknown_field_stops_before_anything_is_written(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"id='shapes-.*field 'colr'.*colour"):
-        train(_cfg(group_by=["shape", "colr"]), tmp_path / "run")
-    assert not (tmp_path / "run").exists()

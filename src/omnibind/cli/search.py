@@ -21,12 +21,18 @@ def search(
     max_gap: float = typer.Option(None, "--max-gap", help="Stop where the score drops by more than this."),
 ) -> None:
     """Search INDEX; several query values make one composed query."""
+    from dataclasses import replace
+
     from rich.console import Console
     from rich.table import Table
 
-    from omnibind.index import Index, Query, SearchError, parse_where
+    from omnibind.index import Index, Query, SearchError, SearchSettings, parse_where
+    from omnibind.index.store import read_meta
 
-    index = Index.open(index_dir)
+    # one query: an exact scan (~50 ms per million vectors of width 256 on one core) beats building the
+    # HNSW graph first (over a minute for a million)
+    stored = SearchSettings(**read_meta(index_dir).get("settings", {}))
+    index = Index.open(index_dir, settings=replace(stored, exact_threshold=2**62))
     values: dict[str, object] = {}
     for kind, given in (("text", text), ("image", image), ("audio", audio)):
         if given is None:

@@ -35,6 +35,7 @@ def serve(
     )
     settings.check()  # before opening anything: a public address without keys is refused at once
     index = Index.open(index_dir)
+    index.build_graphs()  # large modalities: build the search graph now, not in the first query
     try:
         index.model.eval()  # load now, so the first query is not slow and a mismatch shows at start
     except ModelMismatchError as exc:

@@ -176,6 +176,13 @@ class Index:
         """Live embeddings per modality."""
         return {m: s.live for m, s in self._sets.items()}
 
+    def build_graphs(self) -> None:
+        """Build the HNSW graph of every modality with more than ``exact_threshold`` live vectors now,
+        rather than in its first search (a server calls this at start; ``index add`` never needs it)."""
+        for vector_set in self._sets.values():
+            if vector_set.hnsw is None and vector_set.wants_hnsw:
+                vector_set.build_hnsw()
+
     # ---- writes ----------------------------------------------------------------------------------
     def add_embeddings(
         self,

@@ -6,13 +6,16 @@ The LanceDB table is the system of record; what is searched is a cache of its ve
 until :meth:`Index.compact`). Exact search is one pass over float32 rows (``np.einsum``: numpy's own SIMD
 loop, about twice as fast as OpenBLAS's single-vector product here) and ``torch.topk``. Above
 ``exact_threshold`` vectors an hnswlib graph over the unit-normalised ``prefix`` first coordinates gives a
-shortlist that is re-ranked at full width, so results are always scored exactly.
+shortlist that is re-ranked at full width, so results are always scored exactly. The graph is built by
+the first search that needs it (or :meth:`VectorSet.build_hnsw`), so opening an index to add items never
+pays for it; once built, it takes new rows as they come.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +111,7 @@ class VectorSet:
         self.n = 0
         self.dead = 0
         self.hnsw: Any = None
+        self._building = threading.Lock()  # concurrent first searches build the graph once
 
     @property
     def live(self) -> int:
@@ -135,9 +139,12 @@ class VectorSet:
         self.n += count
         if self.hnsw is not None:
             self._hnsw_add(rows)
-        elif self.live > self.settings.exact_threshold:
-            self.build_hnsw()
         return rows
+
+    @property
+    def wants_hnsw(self) -> bool:
+        """Whether searches should go through the graph (more live rows than ``exact_threshold``)."""
+        return self.live > self.settings.exact_threshold
 
     def remove(self, rows: np.ndarray) -> None:
         """Tombstone rows (still in memory, never returned)."""
@@ -156,6 +163,10 @@ class VectorSet:
 
     def build_hnsw(self) -> None:
         """(Re)build the HNSW graph over the live rows' prefixes."""
+        with self._building:
+            self._build_hnsw()
+
+    def _build_hnsw(self) -> None:
         import hnswlib
 
         s = self.settings
@@ -164,18 +175,21 @@ class VectorSet:
             max_elements=max(self.vectors.shape[0], 1024), M=s.hnsw_m, ef_construction=s.ef_construction
         )
         graph.set_num_threads(s.threads)
-        self.hnsw = graph
-        self._hnsw_add(np.flatnonzero(self.alive[: self.n]))
+        self._graph_add(graph, np.flatnonzero(self.alive[: self.n]))
+        self.hnsw = graph  # published only when whole: a concurrent search never sees half a graph
 
     def _hnsw_add(self, rows: np.ndarray) -> None:
+        self._graph_add(self.hnsw, rows)
+
+    def _graph_add(self, graph: Any, rows: np.ndarray) -> None:
         if len(rows) == 0:
             return
         needed = int(rows.max()) + 1
-        if needed > self.hnsw.get_max_elements():
-            self.hnsw.resize_index(max(needed, int(self.hnsw.get_max_elements() * 1.25)))
+        if needed > graph.get_max_elements():
+            graph.resize_index(max(needed, int(graph.get_max_elements() * 1.25)))
         for start in range(0, len(rows), 100_000):
             part = rows[start : start + 100_000]
-            self.hnsw.add_items(self._prefix(self.vectors[part]), part)
+            graph.add_items(self._prefix(self.vectors[part]), part)
 
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -187,6 +201,10 @@ class VectorSet:
         n = self.n
         if n == 0 or self.live == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), "exact"
+        if self.hnsw is None and self.wants_hnsw:
+            with self._building:
+                if self.hnsw is None:  # another search may have built it while this one waited
+                    self._build_hnsw()
         mask = None
         if allowed is not None:
             mask = self.alive[:n] & allowed[self.items[:n]]

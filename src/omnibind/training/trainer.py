@@ -9,8 +9,7 @@ objective, and runs AdamW with warm-up + cosine decay and gradient clipping. Eac
     out.loss.backward(); clip; optimizer.step(); scheduler.step(); model.clamp_logit_scale()
 
 Validation, checkpoints, the metrics log, early stopping and the progress bar happen between steps. The
-data order of epoch ``e`` depends only on ``(seed, e)`` (random, or grouped by ``train.group_by`` for hard
-negatives: ``omnibind.data.sampler``), and the checkpoint holds every RNG state, so a
+data order of epoch ``e`` depends only on ``(seed, e)``, and the checkpoint holds every RNG state, so a
 run killed at any moment and resumed with ``resume=True`` ends with the same weights as an uninterrupted
 run.
 """
@@ -18,7 +17,6 @@ run.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ import yaml
 from omnibind.config import RunConfig
 from omnibind.data.dataset import Dataset
 from omnibind.data.loading import build_kinds, build_splits, save_skipped
-from omnibind.data.sampler import group_keys, grouped_order
 from omnibind.errors import OmnibindError
 from omnibind.evaluation.evaluate import validation_metrics
 from omnibind.io import write_text_atomic
@@ -52,31 +49,10 @@ class TrainResult:
     timing: dict[str, float] = field(default_factory=dict)
 
 
-def epoch_order(
-    seed: int,
-    epoch: int,
-    size: int,
-    groups: Sequence[Hashable] | None = None,
-    batch_size: int = 1,
-    share: float = 1.0,
-) -> torch.Tensor:
-    """The item order of one epoch: a permutation that depends only on ``(seed, epoch)``.
-
-    Args:
-        seed: the run seed.
-        epoch: the epoch number.
-        size: items in the training split.
-        groups: each item's group (``train.group_by``); ``None`` gives a plain random order.
-        batch_size: items per batch, for grouped orders.
-        share: share of grouped batches (``train.group_share``); see :func:`grouped_order`.
-
-    Returns:
-        ``long[size]``, a permutation of ``range(size)``.
-    """
+def epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
+    """The item order of one epoch: a permutation that depends only on ``(seed, epoch)``."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    if groups is None:
-        return torch.randperm(size, generator=gen)
-    return grouped_order(groups, batch_size, gen, share)
+    return torch.randperm(size, generator=gen)
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> Path:
@@ -123,7 +99,6 @@ def train(
         raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
     train_set: Dataset = splits.datasets["train"]
     val_set: Dataset | None = splits.datasets.get("val")
-    groups = group_keys(train_set.records, tc.group_by) if tc.group_by else None
     run_dir.mkdir(parents=True, exist_ok=True)
     save_skipped(splits, run_dir)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -151,7 +126,7 @@ def train(
     start_step = step
     while step < plan.total and not stopped_early:
         epoch, offset = divmod(step, plan.steps_per_epoch)
-        order = epoch_order(tc.seed, epoch, len(train_set), groups, plan.batch_size, tc.group_share)
+        order = epoch_order(tc.seed, epoch, len(train_set))
         for i in range(offset, plan.steps_per_epoch):
             t0 = time.perf_counter()
             batch = train_set.batch(order[i * plan.batch_size : (i + 1) * plan.batch_size])
