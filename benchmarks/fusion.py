@@ -20,7 +20,8 @@ on shapes); a fused model on every test item, whatever it has. Seeds vary the in
 order and the dropout draws; the data and the splits stay fixed. Each row is trained with the example's
 schedule (AV-MNIST: up to 12 epochs, early stopping on validation accuracy; shapes: 10 epochs).
 
-    python benchmarks/fusion.py [--seeds 5] [--quick] [--only avmnist/late,shapes] [--redo] [--root PATH]
+    python benchmarks/fusion.py [--seeds 5] [--quick] [--only avmnist/late,shapes] [--redo] [--threads N]
+    python benchmarks/fusion.py --table         # the stored results and checks, running nothing
 
 Results merge into ``benchmarks/results/fusion.json`` seed by seed (``fusion_quick.json`` with
 ``--quick``): a seed already stored for a row is not run again (``--redo`` runs it again), so an
@@ -240,15 +241,18 @@ def print_table(stored: dict[str, dict[str, Any]], check: dict[str, Any]) -> Non
             continue
         c = check.get(dataset, {"rows": {}})
         print(f"\n{dataset}: test accuracy and macro-F1, mean +- std over seeds")
-        print(f"{'row':28s} {'seeds':>5s} {'accuracy':>15s} {'macro-F1':>15s} {'margin':>7s} {'check':>6s}")
+        print(
+            f"{'row':30s} {'seeds':>5s} {'accuracy':>15s} {'macro-F1':>15s} {'margin':>7s} {'check':>6s} "
+            f"{'s/seed':>6s}"
+        )
         for name, v in mine:
             a, f = v["accuracy"], v["macro_f1"]
             r = c["rows"].get(name)
             margin = f"{r['margin']:+7.3f}" if r else f"{'':7s}"
             verdict = ("pass" if r["passed"] else "FAIL") if r else ""
             print(
-                f"{name:28s} {len(v['seeds']):5d} {a['mean']:7.3f} +- {a['std']:.3f} "
-                f"{f['mean']:7.3f} +- {f['std']:.3f} {margin} {verdict:>6s}"
+                f"{name:30s} {len(v['seeds']):5d} {a['mean']:7.3f} +- {a['std']:.3f} "
+                f"{f['mean']:7.3f} +- {f['std']:.3f} {margin} {verdict:>6s} {v['seconds']['mean']:6.0f}"
             )
         if "best_unimodal" in c:
             print(
@@ -269,6 +273,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated row or dataset names")
     parser.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "avmnist"))
     parser.add_argument("--redo", action="store_true", help="run stored seeds of the chosen rows again")
+    parser.add_argument("--table", action="store_true", help="print the stored results, run nothing")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads per run (train.threads; 0: torch's default)"
     )
@@ -277,7 +282,7 @@ def main() -> None:
         raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
     from _common import RESULTS, save
 
-    chosen = select(rows(), args.only)
+    chosen = [] if args.table else select(rows(), args.only)
     if any(r.dataset == "avmnist" for r in chosen) and not Path(args.root).exists():
         raise SystemExit(f"AV-MNIST data not found at {args.root}; pass --root PATH")
     seeds = [0] if args.quick else list(range(args.seeds))
@@ -300,9 +305,11 @@ def main() -> None:
                 flush=True,
             )
             done[seed] = run
-            # Re-read before every write, so that rows run by another call (--only) are kept.
+            # Re-read before every write and merge by seed, so that what other calls (--only, running at
+            # the same time) stored is kept: other rows, and other seeds of this row.
             stored = _stored(path)
-            stored[row.name] = summarise(row, list(done.values()))  # every stored seed of the row
+            runs = {r["seed"]: r for r in stored.get(row.name, {}).get("runs", [])} | done
+            stored[row.name] = summarise(row, list(runs.values()))  # every stored seed of the row
             order = {r.name: i for i, r in enumerate(rows())}
             stored = dict(sorted(stored.items(), key=lambda kv: order.get(kv[0], len(order))))
             save(path.stem, {"quick": args.quick, "rows": stored, "checks": checks(stored)})

@@ -13,11 +13,12 @@ head and M take their steps in turn, so a change of machine load hits them alike
 / median.
 Table 1: each head at M = 2, 4, 8, with time / M and the ratio to M = 2 (O(M) growth shows as a
 roughly constant time / M once the per-step overhead is paid). Table 2: each balance method on the
-``late`` and ``attention`` heads, as the ratio to the plain step of the same head and M, timed in turn with
-it: modality dropout (p = 0.3), ``ogm_ge``, ``agm`` exact (all 2^M - 1 subsets for every item,
-``budget: null``), ``agm`` Monte-Carlo on every item (one order and its reverse per item, ``budget:
-null``), ``agm`` Monte-Carlo with its default budget (head rows <= 3 B: 12 of the 64 items at M = 8;
-at M <= 4 the defaults would use exact Shapley, forced off here), ``mmpareto``.
+``late`` and ``attention`` heads, as the ratio to the plain step of the same head and M, timed in turn
+with it: modality dropout (p = 0.3); ``ogm_ge`` without and with Gaussian enhancement; ``agm`` exact
+(all 2^M - 1 subsets for every item, ``budget: null``); ``agm`` Monte-Carlo on every item (one order
+and its reverse per item, ``budget: null``); ``agm`` Monte-Carlo with its default budget (head rows
+<= 3 B: 12 of the 64 items at M = 8; at M <= 4 the defaults would use exact Shapley, forced off here);
+``mmpareto``.
 
 One torch thread, CPU only. What it does not show: GPU behaviour, large encoders (where the head and
 the extra head passes of AGM matter less, and MMPareto's second backward through the encoders more),
@@ -48,6 +49,7 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> task fields
     "plain": {},
     "dropout": {"modality_dropout": 0.3},
     "ogm_ge": {"balance": "ogm_ge"},
+    "ogm_ge+GE": {"balance": "ogm_ge", "balance_options": {"gaussian": True}},
     "agm exact": {"balance": "agm", "balance_options": {"exact_max": 8, "budget": None}},
     "agm mc all": {"balance": "agm", "balance_options": {"exact_max": 0, "budget": None}},
     "agm mc": {"balance": "agm", "balance_options": {"exact_max": 0}},

@@ -203,14 +203,14 @@ def lance_rows(
             (
                 "LanceDB IVF_PQ",
                 IvfPq(distance_type="dot", num_sub_vectors=d // 8),
-                [{"nprobes": p, "refine_factor": r} for p, r in ((20, 1), (20, 10), (50, 10), (100, 20))],
+                [{"nprobes": p, "refine_factor": r} for p, r in ((20, 1), (20, 10), (50, 50), (100, 100))],
             ),
             (
                 "LanceDB IVF_HNSW_SQ",
                 HnswSq(distance_type="dot", num_partitions=max(1, n // 250_000), m=16, ef_construction=64),
                 [
                     {"nprobes": p, "ef": e, "refine_factor": r}
-                    for p, e, r in ((4, 64, 1), (4, 128, 1), (4, 64, 5), (4, 128, 10))
+                    for p, e, r in ((4, 64, 1), (4, 128, 10), (4, 256, 20), (4, 512, 50))
                 ],
             ),
         ]
@@ -233,6 +233,7 @@ def _row(
     scanned: int | None = None,
     found: list | None = None,
 ) -> dict:
+    print(f"  .. {family}, {setting}: {ms:.2f} ms, R@10 {rec:.3f}", file=sys.stderr, flush=True)  # progress
     row: dict[str, Any] = {"family": family, "setting": setting, "build_s": build_s, "ms_p50": ms}
     row["recall@10"] = rec
     if scanned is not None:
@@ -267,7 +268,7 @@ def synthetic(args: argparse.Namespace) -> dict:
     base, extra = x[:n], x[n:]
     bw = bandwidth()
     print(f"measured read bandwidth (np.sum over 1 GiB, 1 thread): {bw:.1f} GB/s")
-    two_stage = [(64, 50), (64, 100), (64, 200)]
+    two_stage = [(64, 50), (64, 100), (64, 200), (64, 300)]
     rows, _ = compare(base, queries, two_stage, args.lance, 10 if args.quick else 5)
     for r in rows:
         if "gb_s" in r:

@@ -165,3 +165,21 @@ def test_config_errors_name_the_key() -> None:
     assert config_from_dict(cfg.to_dict()) == cfg
     plain = tiny_shapes_config()
     assert "task" not in config_from_dict(plain).to_dict()
+
+
+def test_prepared_splits_give_the_same_model_and_must_match_the_modalities(tmp_path: Path) -> None:
+    from omnibind.data.loading import build_kinds, build_splits
+
+    rows = [("train", "x"), ("train", "y")] * 8 + [("val", "x"), ("test", "y")]
+    raw = _manifest_config(_manifest(tmp_path, rows))
+    train_classifier(config_from_dict(raw), tmp_path / "own", evaluate=False)
+    cfg = config_from_dict(raw)
+    splits = build_splits(cfg, build_kinds(cfg), progress=False)
+    train_classifier(cfg, tmp_path / "given", evaluate=False, splits=splits)
+    a = load_file(str(tmp_path / "own" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "given" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    raw["modalities"].pop("b")
+    with pytest.raises(OmnibindError, match="prepared 'train' split has a, b; the config declares a"):
+        train_classifier(config_from_dict(raw), tmp_path / "bad", splits=splits)

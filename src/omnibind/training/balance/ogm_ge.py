@@ -3,8 +3,9 @@
 On every step, each modality's *score* is how well the head does from that modality alone (every other
 modality masked as absent): the mean over the items that have it of the probability the head gives the
 true answer. A modality whose score is above the mean score of the others has the gradients of its
-encoder and projection scaled down, so the others can catch up; Gaussian enhancement (GE) then adds
-noise with the spread of each gradient, which the paper finds helps generalisation::
+encoder and projection scaled down, so the others can catch up; Gaussian enhancement (GE, option
+``gaussian``, off by default) then adds noise with the spread of each gradient, which the paper finds
+helps generalisation::
 
     S_m   = mean_i exp(-criterion(head(z_i | only m), y_i))     # true-class softmax probability
     rho_m = S_m / mean_{n != m} S_n
@@ -73,7 +74,9 @@ class OGMGE(BalancePolicy):
     Args:
         alpha: modulation strength (>= 0; 0 turns the scaling off). The paper uses 0.1 (VGGSound) to
             0.8 (CREMA-D).
-        gaussian: add the Gaussian enhancement (OGM-GE); False gives plain OGM.
+        gaussian: add the Gaussian enhancement (OGM-GE as published). Off by default: on AV-MNIST with
+            AdamW the noise cost 20 points of test accuracy and left the audio at chance (see
+            ``docs/balance.md``).
         start: first fraction of the run's steps at which modulation is on (the paper's start epoch).
         end: fraction of the run's steps after which modulation is off again.
 
@@ -88,7 +91,7 @@ class OGMGE(BalancePolicy):
     """
 
     def __init__(
-        self, alpha: float = 0.5, gaussian: bool = True, start: float = 0.0, end: float = 1.0
+        self, alpha: float = 0.5, gaussian: bool = False, start: float = 0.0, end: float = 1.0
     ) -> None:
         number = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
         check_option(number and alpha >= 0, "alpha", "a number >= 0", alpha)
