@@ -10,7 +10,7 @@ arrive::
 so the values add up to ``v(all) - v(empty)``. Exact evaluation costs ``2^M`` calls of ``v``; with
 ``samples=K`` the orders are drawn at random (each draw also uses its reverse, which lowers the variance)
 and ``v`` is called at most ``2 * K * M`` times, each subset once (values are cached). Both are used by
-the diagnostics (``evaluation/importance.py``) and by AGM's balance policy (``training/balance.py``).
+the diagnostics (``evaluation/importance.py``) and by AGM's balance policy (``training/balance/agm.py``).
 """
 
 from __future__ import annotations
