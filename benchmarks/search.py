@@ -4,7 +4,8 @@ against faiss and LanceDB's own vector search, on synthetic vectors and on real 
     python benchmarks/search.py            # 1,000,000 x 256 synthetic, then emoji (trains 20 epochs)
     python benchmarks/search.py --quick    # 100,000 x 256 synthetic only
     python benchmarks/search.py --quick --emoji-epochs 5   # ... and emoji, trained 5 epochs
-    python benchmarks/search.py --emoji-run runs/emoji     # reuse a trained emoji run instead of training
+    python benchmarks/search.py --emoji-run runs/emoji     # reuse a trained run (Matryoshka-trained, or
+                                                           # its 64-d prefix ranks poorly)
     python benchmarks/search.py --no-emoji --no-lance      # the synthetic omnibind / faiss part only
 
 Section "synthetic": 2,000 Gaussian clusters in 256 dims with a decaying spectrum (variance of dim i ~
@@ -171,7 +172,7 @@ def lance_rows(
 
     IVF_PQ: LanceDB's defaults (sqrt(n) partitions, 8-bit codes) with D/8 sub-vectors. IVF_HNSW_SQ: the
     graph parameters of the faiss and omnibind HNSW (M 16, efConstruction 64; LanceDB's own 20 / 300 took
-    ~3 min for 100k vectors on this machine), one partition per 250k vectors.
+    ~3 min for 100k vectors on this loaded machine), one partition per 250k vectors.
     """
     import warnings
 
