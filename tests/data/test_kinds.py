@@ -147,6 +147,22 @@ def test_audio_bad_values(value, message):
         create_kind("audio").load(value, None)
 
 
+def test_audio_top_db_and_normalize():
+    opts = {"sample_rate": 8000, "n_fft": 256, "n_mels": 32}
+    plain = create_kind("audio", opts).prepare(_tone(8000), None)
+    floored = create_kind("audio", {**opts, "top_db": 40}).prepare(_tone(8000), None)
+    floor = float(plain.max()) - 40 * np.log(10) / 10  # 40 dB of power in natural-log units
+    assert float(floored.min()) == pytest.approx(floor, abs=1e-4)  # the zero padding sits on the floor
+    assert torch.allclose(floored, torch.clamp(plain, min=floor), atol=1e-5)
+    # loudness does not change a normalised clip (log-mel of a 10x quieter tone: the same up to the floor)
+    both = create_kind("audio", {**opts, "top_db": 40, "normalize": True})
+    loud, quiet = both.prepare(_tone(8000), None), both.prepare(0.1 * _tone(8000), None)
+    assert abs(float(loud.mean())) < 1e-5 and float(loud.std()) == pytest.approx(1.0, abs=1e-4)
+    assert torch.allclose(loud, quiet, atol=1e-3)
+    with pytest.raises(ValueError, match="top_db must be a positive"):
+        create_kind("audio", {"top_db": 0})
+
+
 def test_audio_int16_is_scaled():
     kind = create_kind("audio")
     raw = kind.load(np.array([-32768, 16384], np.int16), None)

