@@ -42,17 +42,12 @@ def test_an_item_with_no_modality_is_named_and_stops_the_run(tmp_path: Path) -> 
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data.on_error is not passed to the manifest reader (data/sources.py load_source), so a row "
-    "error found while reading (no modality, no id) stops the run even with on_error: skip",
-)
 def test_with_on_error_skip_an_item_with_no_modality_is_skipped_and_reported(tmp_path: Path) -> None:
     raw = _manifest_config(_with_empty_row(tmp_path))
     raw["data"]["on_error"] = "skip"
     result = train_classifier(config_from_dict(raw), tmp_path / "run")
     skipped = [json.loads(x) for x in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
-    assert [s["record_id"] for s in skipped] == ["empty"] and "at least one modality" in skipped[0]["message"]
+    assert [s["id"] for s in skipped] == ["empty"] and "at least one modality" in skipped[0]["reason"]
     assert result.test is not None and result.test["overall"]["n"] == 1
 
 

@@ -40,7 +40,12 @@ def build_kinds(cfg: RunConfig) -> dict[str, ModalityKind]:
 
 def load_data(cfg: RunConfig, source: str | None = None) -> LoadedData:
     """Load the records of ``source`` (default: ``cfg.data.source``)."""
-    return load_source(source or cfg.data.source, root=cfg.data.root, modalities=list(cfg.modalities))
+    return load_source(
+        source or cfg.data.source,
+        root=cfg.data.root,
+        modalities=list(cfg.modalities),
+        on_error=cfg.data.on_error,
+    )
 
 
 def build_splits(
@@ -76,7 +81,7 @@ def build_splits(
         for name, kind in kinds.items():
             cfg.modalities[name].stats = kind.state()
     datasets: dict[str, Dataset] = {}
-    skipped: list[DataError] = []
+    skipped: list[DataError] = list(loaded.skipped)  # rows the manifest reader dropped
     for split in wanted:
         records = by_split.get(split, [])
         if not records:

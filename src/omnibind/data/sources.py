@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 import yaml
 
 from omnibind.data.record import Record
-from omnibind.errors import ConfigError
+from omnibind.errors import ConfigError, DataError
 from omnibind.registry import Registry, nearest
 
 
@@ -46,12 +46,15 @@ class LoadedData:
         facts: for built-in generators, which modalities carry each fact (``None``: every fact counts for
             every pair of modalities).
         name: a short human name of the source.
+        info: source-specific details (class lists, sample rate, ...).
+        skipped: manifest rows dropped while reading with ``on_error="skip"`` (no id, no modality, ...).
     """
 
     records: list[Record]
     facts: dict[str, FactSpec] | None = None
     name: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    skipped: list[DataError] = field(default_factory=list)
 
 
 SourceFn = Callable[..., LoadedData]
@@ -82,7 +85,11 @@ def _keep_declared(records: list[Record], modalities: list[str]) -> list[Record]
 
 
 def load_source(
-    source: str, root: str | None = None, modalities: list[str] | None = None, **extra: Any
+    source: str,
+    root: str | None = None,
+    modalities: list[str] | None = None,
+    on_error: str = "stop",
+    **extra: Any,
 ) -> LoadedData:
     """Load the records of ``source``: a built-in generator/loader or a manifest path.
 
@@ -91,6 +98,8 @@ def load_source(
         root: data folder for loaders that need one.
         modalities: the declared modality names; a manifest column that is neither reserved nor declared
             is an error.
+        on_error: for a manifest, ``"skip"`` drops rows that cannot be items (no id, no modality, ...) and
+            lists them in ``LoadedData.skipped``; ``"stop"`` raises the first.
         extra: options that override the query-string options of a built-in source.
     """
     if source.startswith("builtin:"):
@@ -114,6 +123,7 @@ def load_source(
         if modalities is not None:
             loaded.records = _keep_declared(loaded.records, modalities)
         return loaded
-    from omnibind.data.manifest import read_manifest
+    from omnibind.data.manifest import read_manifest_rows
 
-    return LoadedData(records=read_manifest(Path(source), modalities), name=Path(source).name)
+    records, skipped = read_manifest_rows(Path(source), modalities, on_error)
+    return LoadedData(records=records, name=Path(source).name, skipped=skipped)
