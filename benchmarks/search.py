@@ -269,7 +269,7 @@ def synthetic(args: argparse.Namespace) -> dict:
     base, extra = x[:n], x[n:]
     bw = bandwidth()
     print(f"measured read bandwidth (np.sum over 1 GiB, 1 thread): {bw:.1f} GB/s")
-    two_stage = [(64, 50), (64, 64), (64, 80), (64, 100), (64, 200), (64, 300)]
+    two_stage = [(64, 50), (64, 100), (64, 200), (64, 300), (128, 40), (128, 64), (128, 100)]
     rows, _ = compare(base, queries, two_stage, args.lance, 10 if args.quick else 5)
     for r in rows:
         if "gb_s" in r:

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omnibind.data.avmnist import avmnist
+from omnibind.data.avmnist import avmnist, degrade_images
 from omnibind.errors import DataError
 
 # the shared data sits next to the repository: <repo>/../shared/data/avmnist
@@ -43,3 +43,28 @@ def test_full_splits():
     counts = {s: sum(r.split == s for r in data.records) for s in ("train", "val", "test")}
     assert counts == {"train": 2000, "val": 500, "test": 500}
     assert all(r.facts["digit"] in r.values["text"] for r in data.records)
+
+
+def test_degrade_images_keeps_the_leading_components_without_the_mean():
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((3, 784))
+    images = (rng.standard_normal((200, 3)) @ basis * 20 + 128).clip(0, 255).astype(np.uint8)
+    images = images.reshape(200, 28, 28)
+    full = degrade_images(images, 3).reshape(200, -1).astype(np.float64)
+    centred = images.reshape(200, -1) - images.reshape(200, -1).mean(axis=0)
+    # three components span (almost) everything here: the result is the centred image, rescaled
+    corr = np.corrcoef(full.ravel(), centred.ravel())[0, 1]
+    assert corr > 0.99 and full.min() == 0 and full.max() == 255
+    one = degrade_images(images, 1).reshape(200, -1).astype(np.float64)
+    assert np.linalg.matrix_rank(one - one.mean(axis=0), tol=1e3) == 1  # one direction (up to rounding)
+
+
+@needs_data
+def test_image_pca_option():
+    plain = avmnist(root=str(ROOT), text=False, limit=3)
+    pca = avmnist(root=str(ROOT), text=False, limit=3, image_pca=4)
+    a, b = plain.records[0].values["image"], pca.records[0].values["image"]
+    assert b.shape == a.shape and b.dtype == np.uint8 and not np.array_equal(a, b)
+    assert np.array_equal(plain.records[0].values["audio"][0], pca.records[0].values["audio"][0])
+    with pytest.raises(DataError, match="image_pca must be a number of components"):
+        avmnist(root=str(ROOT), image_pca=-1)

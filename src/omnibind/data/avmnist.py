@@ -52,14 +52,57 @@ def _arrays(root: str) -> dict[str, np.ndarray]:
     return out
 
 
+def degrade_images(images: np.ndarray, components: int) -> np.ndarray:
+    """MultiBench-style image degradation: keep ``components`` principal components, drop the mean.
+
+    A PCA is fitted on ``images`` ``[n, 28, 28]`` (one pool: MultiBench fits the training and the test
+    images separately) and each image is replaced by the projection of its centred pixels onto the
+    leading ``components`` directions, without adding the mean back; the result is scaled to 0..255
+    over the pool and returned as uint8 ``[n, 28, 28]``.
+    """
+    n = images.shape[0]
+    x = images.reshape(n, -1).astype(np.float64)
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # rows of vt: principal directions
+    v = vt[:components]  # [k, 784]
+    out = (centred @ v.T) @ v  # [n, 784]
+    lo, hi = out.min(), out.max()
+    scaled = np.round(255.0 * (out - lo) / max(hi - lo, 1e-12))
+    return scaled.astype(np.uint8).reshape(images.shape)
+
+
+@functools.lru_cache(maxsize=2)
+def _degraded_pools(root: str, components: int) -> dict[str, np.ndarray]:
+    """Each image pool with the images the pairs use degraded (fitted over those images), the rest zero."""
+    arrays = _arrays(root)
+    used: dict[str, set[int]] = {"train_pool": set(), "test_pool": set()}
+    with open(Path(root) / "pairs.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                pair = json.loads(line)
+                used[pair["image_pool"]].add(int(pair["image_index"]))
+    out: dict[str, np.ndarray] = {}
+    for pool, rows in used.items():
+        index = np.array(sorted(rows), dtype=np.int64)
+        degraded = np.zeros_like(arrays[pool])
+        if len(index):
+            degraded[index] = degrade_images(arrays[pool][index], components)
+        degraded.flags.writeable = False
+        out[pool] = degraded
+    return out
+
+
 @SOURCES.register("avmnist")
-def avmnist(root: str | None = None, text: bool = True, limit: int = 0) -> LoadedData:
+def avmnist(root: str | None = None, text: bool = True, limit: int = 0, image_pca: int = 0) -> LoadedData:
     """Load AV-MNIST pairs as records.
 
     Args:
         root: the folder holding ``mnist_images.npz``, ``fsdd_audio.npz`` and ``pairs.jsonl``.
         text: add a ``text`` modality, "the digit {name}".
         limit: if positive, keep only the first ``limit`` pairs of each split (quick tests).
+        image_pca: if positive, degrade the images as MultiBench's AV-MNIST does: keep this many
+            principal components (fitted per image pool, over the images the pairs use), without the
+            mean (:func:`degrade_images`). MultiBench's generator keeps 196; fewer make the image weaker.
 
     Returns:
         records with ``image``, ``audio`` (and ``text``), label = digit, split from ``pairs.jsonl``,
@@ -71,7 +114,13 @@ def avmnist(root: str | None = None, text: bool = True, limit: int = 0) -> Loade
     folder = None if root is None else Path(root).expanduser()
     if folder is None or _absent_files(folder):
         raise _missing(folder)
+    if isinstance(image_pca, bool) or not isinstance(image_pca, int) or not 0 <= image_pca <= 784:
+        raise DataError(
+            f"image_pca must be a number of components in 0..784, got {image_pca!r}", source=SOURCE
+        )
     arrays = _arrays(str(folder.resolve()))
+    if image_pca:
+        arrays = {**arrays, **_degraded_pools(str(folder.resolve()), image_pca)}
     audio, offsets = arrays["audio"], arrays["offsets"]
     rate = int(arrays["sample_rate"])
     pairs_path = folder / "pairs.jsonl"
