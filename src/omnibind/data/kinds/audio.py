@@ -29,11 +29,11 @@ class AudioOptions:
         resample: resample other rates to ``sample_rate`` (polyphase); if False a different rate is an error.
         downmix: average the channels of multi-channel audio when ``channels`` is 1; if False it is an error.
         top_db: if set, floor each clip's log-mel at its peak minus ``top_db`` decibels, so that padding
-            and near-silence do not span a range of 100 dB that the encoder must learn to ignore.
+            and near-silence do not span a range of some 70 dB that the encoder must learn to ignore.
         normalize: standardise each clip's log-mel to zero mean and unit variance (after ``top_db``).
             Together with ``top_db`` this removes loudness and microphone gain, which differ far more
             between speakers than between words: on AV-MNIST's unseen test speaker, audio-only accuracy
-            goes from a collapse to one class in some seeds to about 0.6 (docs/fusion.md).
+            goes from a collapse to one class in some seeds to about 0.64 (docs/benchmarks.md).
     """
 
     sample_rate: int = 16000
