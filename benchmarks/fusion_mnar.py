@@ -75,9 +75,10 @@ def run_config(head: str, seed: int, args: argparse.Namespace) -> Any:
         "train.progress=false",
     ]
     source = "builtin:avmnist?text=false" + (f"&image_pca={args.image_pca}" if args.image_pca else "")
-    overrides.append(f"data.source={source}")
     if args.quick:
-        overrides += ["train.epochs=2", f"data.source={source}&limit=400"]
+        source += "&limit=400"
+        overrides.append("train.epochs=2")
+    overrides.append(f"data.source={source}")
     return config_from_dict(apply_overrides(raw, overrides))
 
 
