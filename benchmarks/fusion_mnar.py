@@ -6,8 +6,9 @@ Data: ``../shared/data/avmnist`` (real MNIST images paired with FSDD recordings 
 ``data.missing`` removing the audio of 80% of the training and validation items of one digit
 (``--digit``, default 0), and no modality dropout (``--dropout``), so that this is the only
 missingness the heads see. Heads: ``sequential`` (MultiModN; fixed order image then audio, and
-``order="shuffle"``, a new order per training batch), ``attention`` and ``late`` with ``impute="zeros"``
-(absent audio is a zero vector, no presence bits: the imputation baseline).
+``order="shuffle"``, a new order per training batch), ``attention``, and the two imputation baselines,
+``late`` without presence bits: ``impute="zeros"`` (a missing clip is filled with zeros before the audio
+encoder, as hand-rolled pipelines do) and ``impute="zero-vectors"`` (a zero embedding in the slot).
 
 Test (``omnibind.evaluation.robustness.mnar_test``): "clean" is the test split as it is (every item has
 both modalities); "flipped" removes the audio of 80% of the test items of the next digit (40 of 500
@@ -56,6 +57,7 @@ HEADS = {
     "sequential(order=shuffle)": {"order": "shuffle"},
     "attention": {},
     "late(impute=zeros)": {"impute": "zeros"},
+    "late(impute=zero-vectors)": {"impute": "zero-vectors"},
 }
 RATE = 0.8
 ROBUST_MAX_DROP = 0.03  # sequential and attention: at most 3 points

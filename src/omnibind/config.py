@@ -123,7 +123,16 @@ class ModelConfig:
     Attributes:
         dim: width D of the shared embedding space.
         projection: the map from each encoder's output to D: ``linear`` (default), ``mlp`` (one hidden
-            layer of width 2D) or ``none`` (the encoder's output is the embedding; its width must be D).
+            layer of width 2D), ``bn`` (each input feature standardised over the batch, then linear: see
+            :class:`~omnibind.encoders.projection.Projection`) or ``none`` (the encoder's output is the
+            embedding; its width must be D).
+        normalize: L2-normalise every embedding (default). ``false`` keeps the projection's output as it
+            is: Symile's multilinear score with ``projection: bn`` needs that to learn facts that only
+            three modalities carry together (see docs/concepts.md).
+        init: a trained run (or model) folder whose encoders this model starts from (and its projections
+            too, when ``dim`` and ``projection`` are the same); every modality must be declared as there.
+        freeze_encoders: with ``init``, keep the encoders fixed (no gradient, evaluation mode): only the
+            projections train, on features the trained run's encoders compute.
         logit_scale_init: initial log of the logit scale (ln(1/0.07), CLIP's value).
         logit_scale_max: the log scale is clamped to at most this after every step (ln 100).
         learn_logit_scale: whether the log scale is trained.
@@ -131,6 +140,9 @@ class ModelConfig:
 
     dim: int = 64
     projection: str = "linear"
+    normalize: bool = True
+    init: str = ""
+    freeze_encoders: bool = False
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = math.log(100.0)
     learn_logit_scale: bool = True
@@ -447,8 +459,10 @@ def _check_values(cfg: RunConfig) -> None:
     _check_missing(cfg)
     if cfg.eval.relevance not in ("auto", "facts", "label", "item"):
         raise ConfigError(f"eval.relevance must be auto, facts, label or item, got {cfg.eval.relevance!r}")
-    if cfg.model.projection not in ("linear", "mlp", "none"):
-        raise ConfigError(f"model.projection must be linear, mlp or none, got {cfg.model.projection!r}")
+    if cfg.model.projection not in ("linear", "mlp", "bn", "none"):
+        raise ConfigError(f"model.projection must be linear, mlp, bn or none, got {cfg.model.projection!r}")
+    if cfg.model.freeze_encoders and not cfg.model.init:
+        raise ConfigError("model.freeze_encoders needs model.init (the trained run whose encoders to keep)")
     if cfg.model.dim < 1:
         raise ConfigError(f"model.dim must be a positive integer, got {cfg.model.dim}")
     if cfg.train.batch_size < 2:

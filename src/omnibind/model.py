@@ -39,11 +39,13 @@ def _projection(modality: str, in_dim: int, dim: int, style: str) -> nn.Module:
                 f"not model.dim = {dim}; set the encoder's width to {dim} or use a projection"
             )
         return nn.Identity()
+    if style == "bn":
+        return Projection(in_dim, dim, standardize=True)
     return Projection(in_dim, dim, hidden=2 * dim if style == "mlp" else 0)
 
 
 class OmniModel(nn.Module):
-    """Encoders for every declared modality, projected to a shared width and L2-normalised.
+    """Encoders for every declared modality, projected to a shared width and L2-normalised (by default).
 
     Args:
         config: the run config; ``config.modalities`` declares the modalities, ``config.model`` the width
@@ -76,12 +78,20 @@ class OmniModel(nn.Module):
             if ENCODERS.get(enc_name).pretrained:
                 options["freeze"] = spec.encoder.freeze
             encoder = create_encoder(enc_name, kind.input_shape(), **options)
+            if config.model.freeze_encoders:
+                encoder.requires_grad_(False)
             self.encoders[name] = encoder
             self.projections[name] = _projection(name, encoder.output_dim, dim, config.model.projection)
         self.log_logit_scale = nn.Parameter(
             torch.tensor(float(config.model.logit_scale_init)),
             requires_grad=config.model.learn_logit_scale,
         )
+
+    def train(self, mode: bool = True) -> OmniModel:
+        super().train(mode)
+        if self.config.model.freeze_encoders:
+            self.encoders.eval()  # frozen encoders: no dropout, fixed normalisation
+        return self
 
     @property
     def dim(self) -> int:
@@ -99,9 +109,29 @@ class OmniModel(nn.Module):
             self.log_logit_scale.clamp_(max=float(self.config.model.logit_scale_max))
 
     def encode_modality(self, modality: str, values: Tensor | list[str]) -> Tensor:
-        """Embed the collated values of one modality. Returns ``[n, D]`` unit rows."""
-        features = self.encoders[modality](values)  # [n, width]
-        return F.normalize(self.projections[modality](features), dim=-1)  # [n, D]
+        """Embed the collated values of one modality. Returns ``[n, D]`` (unit rows unless
+        ``model.normalize`` is false)."""
+        if self.config.model.freeze_encoders:
+            with torch.no_grad():
+                features = self.encoders[modality](values)  # [n, width]
+        else:
+            features = self.encoders[modality](values)  # [n, width]
+        z = self.projections[modality](features)  # [n, D]
+        return F.normalize(z, dim=-1) if self.config.model.normalize else z
+
+    def encode_zero_input(self, modality: str) -> Tensor:
+        """``[D]``: the embedding of an all-zero input of ``modality`` (the empty string for text).
+
+        This is what a pipeline that fills a missing value with ``torch.zeros`` (a black image, a silent
+        clip, a row of zeros) feeds the encoder; the ``impute: zeros`` baseline of late fusion uses it.
+        Gradients flow, so the encoder can learn what the zero input means. Encoders see rows
+        independently (no batch statistics), so one row is the same as a row inside a batch.
+        """
+        kind = self.kinds[modality]
+        shape = kind.input_shape()
+        device = self.log_logit_scale.device
+        values: Tensor | list[str] = [""] if not shape else torch.zeros((1, *shape), device=device)
+        return self.encode_modality(modality, values)[0]
 
     def encode(self, batch: Batch) -> Embeddings:
         """Embed a batch; encoders run on the present rows only.

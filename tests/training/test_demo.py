@@ -16,6 +16,7 @@ def _check_layout(out: Path) -> dict:
         "model/config.json",
         "model/model.safetensors",
         "symile/model/config.json",
+        "symile-joint/model/config.json",
         "metrics.json",
         "report.md",
         "retrieval_r1.png",
@@ -43,3 +44,7 @@ def test_full_demo_reaches_the_issue_figures(tmp_path: Path) -> None:
     assert metrics["retrieval"]["image->caption"]["r@1"] >= 0.8
     assert metrics["retrieval"]["caption->image"]["r@1"] >= 0.8
     assert metrics["zero_shot"]["shape_colour/image"]["accuracy"] >= 0.9
+    # the XOR bits: the Symile joint head retrieves them, pairwise CLIP does not (chance is about 0.5)
+    for row in metrics["symile"]["side_by_side"]["joint_facts"]:
+        assert row["symile_joint"] >= row["chance"] + 0.15, row
+        assert row["clip"] <= row["chance"] + 0.08, row

@@ -2,8 +2,9 @@
 
 Every head takes ``embeddings: {modality: Tensor[B, D]}`` and ``present: bool[B, M]`` (column ``m`` is the
 ``m``-th declared modality) and returns a :class:`FusionOutput`. Absent rows of an embedding are never
-read as values: a head masks them out, skips them or (``late`` with ``impute="zeros"``, the explicit
-baseline) replaces them by zeros. Every head costs O(M) in the number of modalities.
+read as values: a head masks them out, skips them or (``late`` with ``impute="zeros"`` or
+``"zero-vectors"``, the explicit baselines) replaces them by what a zero input or a zero vector gives.
+Every head costs O(M) in the number of modalities.
 
 Heads register themselves in :data:`FUSION_HEADS`; :func:`create_head` builds one by name.
 """

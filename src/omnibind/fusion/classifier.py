@@ -23,6 +23,7 @@ from omnibind.data.batch import Batch
 from omnibind.errors import OmnibindError
 from omnibind.fusion.base import FusionOutput, create_head
 from omnibind.fusion.labels import LabelTask, label_tasks
+from omnibind.fusion.late import LateFusion
 from omnibind.model import OmniModel, model_dir, read_artifact, write_artifact
 from omnibind.types import Embeddings
 
@@ -57,6 +58,15 @@ class Classifier(nn.Module):
         )
         if task.freeze_encoders:
             self.encoder.requires_grad_(False)
+        if isinstance(self.head, LateFusion):
+            self.head.set_zero_input(self._zero_input)
+
+    def _zero_input(self, modality: str) -> Tensor:
+        """The encoder's embedding of an all-zero input (``late`` with ``impute: zeros``)."""
+        if self.config.task is not None and self.config.task.freeze_encoders:
+            with torch.no_grad():
+                return self.encoder.encode_zero_input(modality)
+        return self.encoder.encode_zero_input(modality)
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -11,6 +11,8 @@ from omnibind.errors import ConfigError
 from omnibind.fusion.base import FUSION_HEADS, FusionHead, FusionOutput, mlp
 from omnibind.types import Embeddings
 
+IMPUTE = ("none", "zeros", "zero-vectors")
+
 
 @FUSION_HEADS.register("late")
 class LateFusion(FusionHead):
@@ -18,16 +20,23 @@ class LateFusion(FusionHead):
 
     With ``pool="mean"`` the input is the mean over the item's present modalities (``[D]``) and with
     ``pool="concat"`` the ``M`` embeddings side by side (``[M * D]``, absent slots zero); either way the
-    ``M`` presence bits are appended, so the MLP always knows what is missing. ``impute="zeros"`` is the
-    explicit baseline many hand-rolled heads are: absent modalities are zero vectors, the mean divides by
-    ``M`` and no presence bits are given, so "missing" looks like a real (zero) input.
+    ``M`` presence bits are appended, so the MLP always knows what is missing.
+
+    ``impute="zeros"`` is the explicit baseline that hand-rolled pipelines are: a missing value is filled
+    with zeros *before its encoder* (a black image, a silent clip, a row of zeros, the empty string), the
+    encoder's output for that zero input takes the absent slot, and no presence bits are given, so
+    "missing" looks like a real input. Inside a :class:`~omnibind.fusion.classifier.Classifier` the head
+    gets that output through :meth:`set_zero_input` and trains it along (the encoder can learn what a zero
+    input means, which is how such pipelines pick up a shortcut when values go missing not at random).
+    A head used on its own, without encoders, puts zero vectors in the absent slots instead, which is also
+    what ``impute="zero-vectors"`` always does.
 
     Args:
         modalities: the modality names (column order of ``present``).
         dim: width D of the embeddings.
         num_classes: number of classes C.
         pool: ``concat`` (default) or ``mean``.
-        impute: ``none`` (default: presence-aware) or ``zeros`` (the baseline described above).
+        impute: ``none`` (default: presence-aware), ``zeros`` or ``zero-vectors`` (the baselines above).
         hidden: width of the MLP's hidden layer.
         dropout: dropout before the MLP's last layer.
 
@@ -57,19 +66,38 @@ class LateFusion(FusionHead):
         super().__init__(modalities, dim, num_classes)
         if pool not in ("concat", "mean"):
             raise ConfigError(f"late fusion: pool must be 'concat' or 'mean', got {pool!r}")
-        if impute not in ("none", "zeros"):
-            raise ConfigError(f"late fusion: impute must be 'none' or 'zeros', got {impute!r}")
+        if impute not in IMPUTE:
+            raise ConfigError(f"late fusion: impute must be one of {', '.join(IMPUTE)}, got {impute!r}")
         self.pool = pool
         self.impute = impute
+        self._zero_input: Callable[[str], Tensor] | None = None
         m = len(self.modalities)
         width = (m * dim if pool == "concat" else dim) + (m if impute == "none" else 0)
         self.mlp = mlp(width, hidden, num_classes, dropout)
 
+    def set_zero_input(self, encode: Callable[[str], Tensor] | None) -> None:
+        """Give ``impute="zeros"`` the embedding of a zero input: ``encode(modality) -> [D]``.
+
+        :class:`~omnibind.fusion.classifier.Classifier` passes its encoders'
+        :meth:`~omnibind.model.OmniModel.encode_zero_input`; other imputation settings ignore it.
+        """
+        self._zero_input = encode
+
     def forward(self, embeddings: Embeddings, present: Tensor) -> FusionOutput:
         z = self.stack(embeddings, present)  # [B, M, D], absent rows zero
+        if self.impute == "zeros" and self._zero_input is not None and not bool(present.all()):
+            columns = []
+            for m, name in enumerate(self.modalities):
+                absent = ~present[:, m]
+                if bool(absent.any()):
+                    filled = self._zero_input(name).to(z.dtype)  # [D]
+                    columns.append(torch.where(absent[:, None], filled, z[:, m]))
+                else:
+                    columns.append(z[:, m])
+            z = torch.stack(columns, dim=1)  # [B, M, D]: absent slots hold the zero input's embedding
         if self.pool == "concat":
             pooled = z.flatten(1)  # [B, M * D]
-        elif self.impute == "zeros":
+        elif self.impute != "none":
             pooled = z.mean(dim=1)  # [B, D]: absent modalities count as zero vectors
         else:
             count = present.sum(dim=1, keepdim=True).clamp(min=1)  # [B, 1]; an item with none gives zeros

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
-from omnibind.config import RunConfig, config_from_dict
+from omnibind.config import RunConfig
 from omnibind.data.loading import Splits, build_kinds, build_splits, save_skipped
 from omnibind.errors import OmnibindError
 from omnibind.evaluation.classification import accuracy, evaluate_classifier
@@ -43,9 +43,9 @@ from omnibind.fusion.base import Criterion
 from omnibind.fusion.classifier import Classifier
 from omnibind.fusion.labels import LabelTask, encode_targets, fit_tasks, label_tasks, split_targets
 from omnibind.io import write_json_atomic, write_text_atomic
-from omnibind.model import CONFIG_NAME, model_dir
 from omnibind.training.balance import BalancePolicy, StepContext, create_policies, modality_groups
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
+from omnibind.training.init import adopt_init
 from omnibind.training.loop_state import LoopState
 from omnibind.training.trainer import check_run_dir, epoch_order
 
@@ -110,37 +110,6 @@ def _val_metrics(scores: dict[str, Any]) -> dict[str, float]:
         for k, v in values.items()
         if v is not None and k != "n"
     }
-
-
-def adopt_init(cfg: RunConfig, init: str | Path) -> None:
-    """Check that ``cfg``'s modalities match those of the trained run ``init`` and take its fitted statistics.
-
-    Encoders trained on normalised inputs must see the same normalisation, so the kinds' statistics come
-    from the trained run rather than being fitted again.
-
-    Raises:
-        OmnibindError: ``init`` is not a model, lacks a modality, or declares it differently.
-    """
-    folder = model_dir(init)
-    if not (folder / CONFIG_NAME).exists():
-        raise OmnibindError(f"task.init: {init} is neither a run folder with model/ nor a model folder")
-    import json
-
-    trained = config_from_dict(json.loads((folder / CONFIG_NAME).read_text())["config"])
-    for name, spec in cfg.modalities.items():
-        other = trained.modalities.get(name)
-        if other is None:
-            raise OmnibindError(
-                f"task.init: {init} has no modality '{name}' (it has {', '.join(trained.modalities)})"
-            )
-        if (spec.kind, spec.options, spec.encoder) != (other.kind, other.options, other.encoder):
-            raise OmnibindError(
-                f"task.init: modality '{name}' is declared differently here than in {init}; "
-                "declare it as the trained run does"
-            )
-        spec.stats = dict(other.stats)
-    if trained.model.dim != cfg.model.dim or trained.model.projection != cfg.model.projection:
-        raise OmnibindError(f"task.init: model.dim and model.projection must equal those of {init}")
 
 
 def _backward(policies: list[BalancePolicy], loss: Tensor, ctx: StepContext) -> None:

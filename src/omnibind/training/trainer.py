@@ -34,6 +34,7 @@ from omnibind.model import OmniModel
 from omnibind.objectives import create_objective
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.checkpoint import CHECKPOINT_NAME
+from omnibind.training.init import adopt_init, copy_weights, same_projection
 from omnibind.training.loop_state import LoopState
 
 
@@ -93,8 +94,13 @@ def train(
     torch.manual_seed(tc.seed)
 
     # Data first: a bad record stops the run before anything is written.
+    init = cfg.model.init
+    copy_projections = False
+    if init:
+        copy_projections = same_projection(cfg, init)
+        adopt_init(cfg, init, "model.init", same_projection=False)
     kinds = build_kinds(cfg)
-    splits = build_splits(cfg, kinds, wanted=("train", "val"), progress=tc.progress)
+    splits = build_splits(cfg, kinds, wanted=("train", "val"), fit=not init, progress=tc.progress)
     if "train" not in splits.datasets:
         raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
     train_set: Dataset = splits.datasets["train"]
@@ -105,6 +111,8 @@ def train(
 
     torch.manual_seed(tc.seed)
     model = OmniModel(cfg)
+    if init and not resume:
+        copy_weights(model, init, projections=copy_projections)
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
     loop = LoopState(tc, {"model": model, "objective": objective}, len(train_set))
     plan, stopper = loop.plan, loop.stopper

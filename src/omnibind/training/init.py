@@ -1,0 +1,97 @@
+"""Starting a run from a trained one: ``task.init`` (a classifier) and ``model.init`` (an embedding model).
+
+Both check that the new config declares every modality exactly as the trained run does and take the
+trained run's fitted kind statistics (encoders trained on normalised inputs must see the same
+normalisation), then copy weights after the new model is built.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omnibind.config import RunConfig, config_from_dict
+from omnibind.errors import OmnibindError
+from omnibind.model import CONFIG_NAME, OmniModel, model_dir
+
+
+def trained_config(init: str | Path, key: str = "model.init") -> RunConfig:
+    """The config of the trained run (or model folder) ``init``."""
+    folder = model_dir(init)
+    if not (folder / CONFIG_NAME).exists():
+        raise OmnibindError(f"{key}: {init} is neither a run folder with model/ nor a model folder")
+    return config_from_dict(json.loads((folder / CONFIG_NAME).read_text())["config"])
+
+
+def same_projection(cfg: RunConfig, init: str | Path, key: str = "model.init") -> bool:
+    """Whether ``cfg`` has the trained run's ``model.dim`` and ``model.projection`` (its projections fit)."""
+    trained = trained_config(init, key)
+    return (trained.model.dim, trained.model.projection) == (cfg.model.dim, cfg.model.projection)
+
+
+def adopt_init(
+    cfg: RunConfig, init: str | Path, key: str = "task.init", same_projection: bool = True
+) -> None:
+    """Check that ``cfg``'s modalities match those of the trained run ``init`` and take its fitted statistics.
+
+    Args:
+        cfg: the new run's config; its modalities' ``stats`` are replaced by the trained run's.
+        init: a run folder (with ``model/``) or a model folder.
+        key: the config key that named ``init``, for error messages.
+        same_projection: also require ``model.dim`` and ``model.projection`` to match (the projections
+            are copied too).
+
+    Raises:
+        OmnibindError: ``init`` is not a model, lacks a modality, or declares it differently.
+    """
+    trained = trained_config(init, key)
+    for name, spec in cfg.modalities.items():
+        other = trained.modalities.get(name)
+        if other is None:
+            raise OmnibindError(
+                f"{key}: {init} has no modality '{name}' (it has {', '.join(trained.modalities)})"
+            )
+        if (spec.kind, spec.options, spec.encoder) != (other.kind, other.options, other.encoder):
+            raise OmnibindError(
+                f"{key}: modality '{name}' is declared differently here than in {init}; "
+                "declare it as the trained run does"
+            )
+        spec.stats = dict(other.stats)
+    if same_projection and (
+        trained.model.dim != cfg.model.dim or trained.model.projection != cfg.model.projection
+    ):
+        raise OmnibindError(f"{key}: model.dim and model.projection must equal those of {init}")
+
+
+def copy_weights(model: OmniModel, init: str | Path, projections: bool, key: str = "model.init") -> int:
+    """Copy the encoders (and, with ``projections``, the projections) of the trained model ``init``.
+
+    Returns:
+        the number of tensors copied.
+
+    Raises:
+        OmnibindError: the trained model lacks a modality of ``model``, or a weight's shape differs.
+    """
+    source = OmniModel.load(model_dir(init))
+    lacking = [m for m in model.modalities if m not in source.modalities]
+    if lacking:
+        raise OmnibindError(
+            f"{key}: {init} has no encoder for {', '.join(lacking)} (it has {', '.join(source.modalities)})"
+        )
+    parts = ("encoders", "projections") if projections else ("encoders",)
+    own = model.state_dict()
+    copied = 0
+    for name, value in source.state_dict().items():
+        part, _, rest = name.partition(".")
+        if part not in parts or rest.split(".")[0] not in model.modalities:
+            continue
+        if name not in own or own[name].shape != value.shape:
+            shape = tuple(own[name].shape) if name in own else "absent"
+            raise OmnibindError(
+                f"{key}: weight {name} is {tuple(value.shape)} in {init} but {shape} here: "
+                "the modality's kind or encoder differ"
+            )
+        own[name] = value
+        copied += 1
+    model.load_state_dict(own)
+    return copied
