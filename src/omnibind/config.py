@@ -463,6 +463,11 @@ def _check_values(cfg: RunConfig) -> None:
         raise ConfigError(f"model.projection must be linear, mlp, bn or none, got {cfg.model.projection!r}")
     if cfg.model.freeze_encoders and not cfg.model.init:
         raise ConfigError("model.freeze_encoders needs model.init (the trained run whose encoders to keep)")
+    if cfg.task is not None and (cfg.model.init or cfg.model.freeze_encoders):
+        raise ConfigError(
+            "model.init and model.freeze_encoders are for embedding models; a classifier starts from a "
+            "trained run with task.init (and task.freeze_encoders)"
+        )
     if cfg.model.dim < 1:
         raise ConfigError(f"model.dim must be a positive integer, got {cfg.model.dim}")
     if cfg.train.batch_size < 2:

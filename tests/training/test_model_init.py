@@ -67,6 +67,10 @@ def test_init_without_freezing_copies_projections_when_they_fit(trained: Path, t
 def test_init_errors_name_the_key(trained: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.freeze_encoders needs model.init"):
         config_from_dict({**tiny_shapes_config(), "model": {"dim": 16, "freeze_encoders": True}})
+    classify = {**tiny_shapes_config(), "model": {"dim": 16, "init": str(trained)}}
+    classify["task"] = {"label": "label", "head": "late"}
+    with pytest.raises(ConfigError, match="a classifier starts from a trained run with task.init"):
+        config_from_dict(classify)
     with pytest.raises(OmnibindError, match="model.init: .* is neither a run folder"):
         train(config_from_dict(_joint(tmp_path / "nowhere")), tmp_path / "a")
     raw = _joint(trained)
