@@ -12,11 +12,13 @@ def demo(
         Path("omnibind-demo"), "--out", help="Folder for the model, metrics and report."
     ),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (for smoke tests)."),
-    overrides: list[str] = typer.Option([], "--set", help="Dotted override applied to both demo models."),
+    overrides: list[str] = typer.Option([], "--set", help="Dotted override applied to every demo model."),
 ) -> None:
-    """Train Symile and pairwise-CLIP models on four modalities of built-in data, evaluate, report.
+    """Train pairwise-CLIP and Symile models on the built-in shapes data, evaluate, report.
 
-    Writes DIR/model (the Symile model), DIR/clip-model, DIR/metrics.json, DIR/report.md and plots.
+    Writes DIR/model (the CLIP model over four modalities), DIR/symile and DIR/symile-joint (Symile over
+    image, caption and sound; the joint head on the Symile model's frozen encoders), DIR/metrics.json,
+    DIR/report.md and plots.
     """
     from omnibind.training.demo import run_demo
 
