@@ -22,6 +22,7 @@ def _check_layout(out: Path) -> dict:
         "retrieval_r1.png",
         "training.png",
         "zero_shot.png",
+        "joint_facts.png",
     ):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())

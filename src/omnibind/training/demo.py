@@ -65,6 +65,36 @@ def side_by_side(
     return {"composed_r@1": queries, "joint_facts": facts}
 
 
+JOINT_FACTS_PNG = "joint_facts.png"
+
+
+def plot_joint_facts(compare: dict[str, list[dict[str, Any]]], path: Path) -> bool:
+    """Grouped bars: each joint fact's accuracy for CLIP, Symile and the joint head, chance as a tick."""
+    from omnibind.evaluation.report import _new_figure, _save
+
+    rows = compare.get("joint_facts") or []
+    if not rows:
+        return False
+    models = [("clip", "CLIP"), ("symile", "Symile (unit length)"), ("symile_joint", "Symile joint head")]
+    models = [(key, label) for key, label in models if all(key in r for r in rows)]
+    fig = _new_figure(1.9 * len(rows) + 2.5, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(models)
+    for i, (key, label) in enumerate(models):
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(rows))]
+        bars = ax.bar(xs, [r[key] for r in rows], width, label=label)
+        ax.bar_label(bars, labels=[f"{r[key]:.2f}" for r in rows], fontsize=7)
+    for j, r in enumerate(rows):
+        ax.hlines(r["chance"], j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1)
+    ax.set_xticks(range(len(rows)), labels=[r["fact"].replace(": ", "\n") for r in rows], fontsize=8)
+    ax.set_ylim(0.0, 1.1)
+    ax.set_ylabel("top-1 target has the right bit")
+    ax.set_title("XOR bits through composed queries (dashed: chance)")
+    ax.legend(fontsize=7, loc="upper left")
+    _save(fig, path)
+    return True
+
+
 def _sections(compare: dict[str, list[dict[str, Any]]], timings: dict[str, float]) -> list[tuple[str, str]]:
     facts = [
         "| joint fact: query -> target | CLIP | Symile | Symile joint head | chance | n |",
@@ -94,9 +124,11 @@ def _sections(compare: dict[str, list[dict[str, Any]]], timings: dict[str, float
             "product. With unit-length embeddings (`DIR/symile`) the strong scene facts take the whole "
             "length and the weak bits stay near chance; the joint head (`DIR/symile-joint`: the same "
             "encoders, frozen, with standardised and unnormalised projections trained by Symile) "
-            "retrieves them. Share of top-1 targets with the right bit:\n\n" + "\n".join(facts),
+            "retrieves them. Share of top-1 targets with the right bit:\n\n"
+            + "\n".join(facts)
+            + f"\n\n![joint facts]({JOINT_FACTS_PNG})",
         ),
-        ("Composed queries, both models (relevance: same facts)", "\n".join(queries)),
+        ("Composed queries, all three models (relevance: same facts)", "\n".join(queries)),
         (
             "Reading the tables",
             "A target counts as relevant when it shares the facts that both sides carry: image and caption "
@@ -157,6 +189,7 @@ def run_demo(out: str | Path, quick: bool = False, overrides: list[str] | None =
     timings["total_s"] = time.perf_counter() - started
     metrics["timing"] = timings
     write_json_atomic(out / "metrics.json", metrics)
+    plot_joint_facts(compare, out / JOINT_FACTS_PNG)
     report = write_report(
         out,
         metrics,
