@@ -142,27 +142,9 @@ class Classifier(nn.Module):
         Raises:
             OmnibindError: the trained model lacks a modality of this one, or a weight's shape differs.
         """
-        source = OmniModel.load(model_dir(path))
-        lacking = [m for m in self.modalities if m not in source.modalities]
-        if lacking:
-            raise OmnibindError(
-                f"task.init: {path} has no encoder for {', '.join(lacking)} "
-                f"(it has {', '.join(source.modalities)})"
-            )
-        own = self.encoder.state_dict()
-        for key, value in source.state_dict().items():
-            if (
-                key.split(".")[0] not in ("encoders", "projections")
-                or key.split(".")[1] not in self.modalities
-            ):
-                continue
-            if own[key].shape != value.shape:
-                raise OmnibindError(
-                    f"task.init: weight '{key}' of {path} has shape {tuple(value.shape)}, this model's "
-                    f"{tuple(own[key].shape)}: the modality's kind, encoder or model.dim differ"
-                )
-            own[key] = value
-        self.encoder.load_state_dict(own)
+        from omnibind.training.init import copy_weights
+
+        copy_weights(self.encoder, path, projections=True, key="task.init")
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""

@@ -89,7 +89,7 @@ def copy_weights(model: OmniModel, init: str | Path, projections: bool, key: str
             shape = tuple(own[name].shape) if name in own else "absent"
             raise OmnibindError(
                 f"{key}: weight {name} is {tuple(value.shape)} in {init} but {shape} here: "
-                "the modality's kind or encoder differ"
+                "the modality's kind, encoder or model.dim differ"
             )
         own[name] = value
         copied += 1
