@@ -125,7 +125,8 @@ class OmniModel(nn.Module):
         This is what a pipeline that fills a missing value with ``torch.zeros`` (a black image, a silent
         clip, a row of zeros) feeds the encoder; the ``impute: zeros`` baseline of late fusion uses it.
         Gradients flow, so the encoder can learn what the zero input means. Encoders see rows
-        independently (no batch statistics), so one row is the same as a row inside a batch.
+        independently (no batch statistics), so one row is the same as a row inside a batch; a ``bn``
+        projection standardises a lone row with its running averages.
         """
         kind = self.kinds[modality]
         shape = kind.input_shape()

@@ -23,23 +23,20 @@ def trained_config(init: str | Path, key: str = "model.init") -> RunConfig:
     return config_from_dict(json.loads((folder / CONFIG_NAME).read_text())["config"])
 
 
-def same_projection(cfg: RunConfig, init: str | Path, key: str = "model.init") -> bool:
-    """Whether ``cfg`` has the trained run's ``model.dim`` and ``model.projection`` (its projections fit)."""
-    trained = trained_config(init, key)
-    return (trained.model.dim, trained.model.projection) == (cfg.model.dim, cfg.model.projection)
-
-
 def adopt_init(
-    cfg: RunConfig, init: str | Path, key: str = "task.init", same_projection: bool = True
-) -> None:
+    cfg: RunConfig, init: str | Path, key: str = "task.init", require_same_projection: bool = True
+) -> bool:
     """Check that ``cfg``'s modalities match those of the trained run ``init`` and take its fitted statistics.
 
     Args:
         cfg: the new run's config; its modalities' ``stats`` are replaced by the trained run's.
         init: a run folder (with ``model/``) or a model folder.
         key: the config key that named ``init``, for error messages.
-        same_projection: also require ``model.dim`` and ``model.projection`` to match (the projections
-            are copied too).
+        require_same_projection: also require ``model.dim`` and ``model.projection`` to match (the
+            projections are copied too).
+
+    Returns:
+        whether ``model.dim`` and ``model.projection`` match, i.e. the trained projections fit.
 
     Raises:
         OmnibindError: ``init`` is not a model, lacks a modality, or declares it differently.
@@ -57,10 +54,10 @@ def adopt_init(
                 "declare it as the trained run does"
             )
         spec.stats = dict(other.stats)
-    if same_projection and (
-        trained.model.dim != cfg.model.dim or trained.model.projection != cfg.model.projection
-    ):
+    fits = (trained.model.dim, trained.model.projection) == (cfg.model.dim, cfg.model.projection)
+    if require_same_projection and not fits:
         raise OmnibindError(f"{key}: model.dim and model.projection must equal those of {init}")
+    return fits
 
 
 def copy_weights(model: OmniModel, init: str | Path, projections: bool, key: str = "model.init") -> int:

@@ -34,7 +34,7 @@ from omnibind.model import OmniModel
 from omnibind.objectives import create_objective
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.checkpoint import CHECKPOINT_NAME
-from omnibind.training.init import adopt_init, copy_weights, same_projection
+from omnibind.training.init import adopt_init, copy_weights
 from omnibind.training.loop_state import LoopState
 
 
@@ -97,8 +97,7 @@ def train(
     init = cfg.model.init
     copy_projections = False
     if init:
-        copy_projections = same_projection(cfg, init)
-        adopt_init(cfg, init, "model.init", same_projection=False)
+        copy_projections = adopt_init(cfg, init, "model.init", require_same_projection=False)
     kinds = build_kinds(cfg)
     splits = build_splits(cfg, kinds, wanted=("train", "val"), fit=not init, progress=tc.progress)
     if "train" not in splits.datasets:
