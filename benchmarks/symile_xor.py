@@ -20,20 +20,23 @@ from pathlib import Path
 from omnibind.config import load_config
 from omnibind.data.loading import build_kinds, build_splits
 from omnibind.data.synthetic import xor_bayes_accuracy
-from omnibind.evaluation.evaluate import xor_pick_accuracy
+from omnibind.evaluation.evaluate import evaluate
 from omnibind.model import OmniModel
 from omnibind.training.trainer import train
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def pick_b_accuracy(model: OmniModel) -> float:
-    """Accuracy of choosing each test item's b among all 2^d_v bit vectors, scored from (a, c)."""
+def pick_b_and_r1(model: OmniModel) -> tuple[float, float]:
+    """Accuracy of choosing each test item's b among all 2^d_v bit vectors, scored from (a, c), and R@1 of
+    the composed query a+c->b over the test items: ``metrics.json``'s ``xor_pick`` and ``retrieval``
+    entries, computed by the same function as ``omnibind eval``."""
     splits = build_splits(model.config, build_kinds(model.config), ("test",), fit=False, progress=False)
-    return xor_pick_accuracy(model, splits.datasets["test"])
+    metrics = evaluate(model, splits.datasets["test"])
+    return metrics["xor_pick"]["a+c->b"]["accuracy"], metrics["retrieval"]["a+c->b"]["r@1"]
 
 
-def run(objective: str, p: float, seed: int, epochs: int | None) -> float:
+def run(objective: str, p: float, seed: int, epochs: int | None) -> tuple[float, float]:
     overrides = [
         f"data.source=builtin:xor?p={p}&d_v=5&n_train=10000&n_val=1000&n_test=5000&seed={seed}",
         f"train.seed={seed}",
@@ -45,7 +48,7 @@ def run(objective: str, p: float, seed: int, epochs: int | None) -> float:
     cfg = load_config(EXAMPLES / f"xor-{objective}.yaml", overrides)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, Path(tmp) / "run")
-        return pick_b_accuracy(result.model)
+        return pick_b_and_r1(result.model)
 
 
 def main() -> None:
@@ -62,12 +65,14 @@ def main() -> None:
     rows = []
     print(
         f"{'objective':10s} {'p':>4s} {'accuracy (mean ± std)':>24s}  per seed"
-        "        chance  Bayes   time/run"
+        "        chance  Bayes   a+c->b R@1  time/run"
     )
     for p in (1.0, 0.5):
         for objective in ("symile", "clip"):
             t0 = time.perf_counter()
-            accs = [run(objective, p, s, epochs) for s in seeds]
+            results = [run(objective, p, s, epochs) for s in seeds]
+            accs = [acc for acc, _ in results]
+            r1 = statistics.fmean(r for _, r in results)
             dt = (time.perf_counter() - t0) / len(seeds)
             mean = statistics.fmean(accs)
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
@@ -77,6 +82,7 @@ def main() -> None:
                     "objective": objective,
                     "p": p,
                     "accuracies": accs,
+                    "retrieval_r1": [r for _, r in results],
                     "mean": mean,
                     "std": std,
                     "bayes": bayes,
@@ -87,7 +93,7 @@ def main() -> None:
             per = " ".join(f"{a:.3f}" for a in accs)
             print(
                 f"{objective:10s} {p:4.1f} {mean:16.3f} ± {std:.3f}  {per:14s}  {1 / 32:.3f}"
-                f"  {bayes:.3f}  {dt:6.1f}s"
+                f"  {bayes:.3f}  {r1:10.3f}  {dt:6.1f}s"
             )
     path = save("symile_xor", {"rows": rows, "quick": args.quick})
     print(f"\nwritten {path}")

@@ -93,6 +93,7 @@ def test_one_off_search_scans_instead_of_building_a_graph(run, tmp_path):
         (["search", "{index}", "--like", "nope"], "no item with id 'nope'"),
         (["index", "delete", "{index}", "nope"], "no item with id 'nope'"),
         (["search", "{index}", "--text", "x", "--where", "colour"], "cannot read the filter"),
+        (["index", "update", "{index}", "--data", "{tmp}/none.jsonl"], "none.jsonl"),
     ],
 )
 def test_cli_errors_are_one_line(run, tmp_path, args, message):
@@ -226,3 +227,75 @@ def test_sigkill_during_add_loses_no_acknowledged_item(tmp_path, rounds, n, batc
     ix, ids = _open_checked(index)
     assert set(ids) == expected | set(last)
     _check_searchable(ix, last, rng, sample=20)
+
+
+def test_index_update_replaces_and_refuses_unknown_ids_unless_upsert(run, tmp_path):
+    runner = CliRunner()
+    index = tmp_path / "index"
+    first = _manifest(tmp_path / "first.jsonl", "m", 6)
+    assert (
+        runner.invoke(app, ["index", "build", str(run), "--data", str(first), "--out", str(index)]).exit_code
+        == 0
+    )
+    before = Index.open(index).embedding("m-000002", "caption")
+    # new captions for the same ids: the rows are replaced, not appended
+    lines = [json.loads(line) for line in first.read_text().splitlines()]
+    for row in lines:
+        row["caption"] = "a large yellow cross far to the right " + row["id"]
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("".join(json.dumps(r) + "\n" for r in lines[:4]))
+    r = runner.invoke(app, ["index", "update", str(index), "--data", str(changed)])
+    assert r.exit_code == 0, r.output
+    assert "updated 4 items (4 replaced, 0 added); the index holds 6" in r.output
+    after = Index.open(index)
+    assert len(after) == 6 and not np.allclose(after.embedding("m-000002", "caption"), before)
+    # an id the index lacks: refused, nothing written, unless --upsert
+    extra = _manifest(tmp_path / "extra.jsonl", "x", 2)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(changed.read_text() + extra.read_text())
+    stamp = (index / "index.json").read_bytes(), sorted(p.name for p in index.rglob("*"))
+    r = runner.invoke(app, ["index", "update", str(index), "--data", str(mixed)])
+    assert r.exit_code == 2 and "2 of the ids to update are not in" in r.output and "--upsert" in r.output
+    assert "'x-000000'" in r.output and "Traceback" not in r.output
+    assert ((index / "index.json").read_bytes(), sorted(p.name for p in index.rglob("*"))) == stamp
+    assert len(Index.open(index)) == 6
+    r = runner.invoke(app, ["index", "update", str(index), "--data", str(mixed), "--upsert"])
+    assert r.exit_code == 0, r.output
+    assert "updated 6 items (4 replaced, 2 added); the index holds 8" in r.output
+    assert sorted(Index.open(index).ids())[-2:] == ["x-000000", "x-000001"]
+
+
+def test_search_json_prints_the_http_response_body(run, tmp_path):
+    from omnibind.serving.schemas import SearchResponse
+
+    runner = CliRunner()
+    index = tmp_path / "index"
+    build = ["index", "build", str(run), "--data", SHAPES.format(n=30, seed=1), "--out", str(index)]
+    assert runner.invoke(app, build).exit_code == 0
+    args = ["search", str(index), "--text", "a red circle", "-k", "4", "--target", "image", "--json"]
+    r = runner.invoke(app, [*args, "--where", "colour=red"])
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.output)  # nothing but the JSON on stdout
+    SearchResponse.model_validate(body)
+    assert set(body) >= {"hits", "stopped_because", "method", "took_ms"}
+    expected = Index.open(index).search(
+        {"caption": "a red circle"}, target="image", k=4, where={"colour": "red"}
+    )
+    assert [h["id"] for h in body["hits"]] == [h.id for h in expected.hits]
+    assert [h["score"] for h in body["hits"]] == pytest.approx([h.score for h in expected.hits])
+    assert all(h["modality"] == "image" and h["metadata"]["colour"] == "red" for h in body["hits"])
+    # the same typo the server answers 400 to: one line, exit 2
+    r = runner.invoke(app, [*args, "--where", "colr=red"])
+    assert r.exit_code == 2 and "unknown metadata key 'colr'" in r.output and "colour" in r.output
+
+
+def test_index_build_keeps_storage_engine_logs_out(run, tmp_path):
+    """LanceDB's Rust core writes WARN lines straight to stderr (not through Python logging): run the
+    CLI as a user does, in a process of its own, and read what reaches the terminal."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LANCEDB_LOG", "LANCE_LOG")}
+    cmd = [sys.executable, "-c", "from omnibind.cli.main import app; app()", "index", "build", str(run)]
+    cmd += ["--data", SHAPES.format(n=12, seed=3), "--out", str(tmp_path / "index")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "indexed 12 items" in done.stdout
+    assert "lance" not in (done.stdout + done.stderr).lower(), done.stderr

@@ -142,8 +142,10 @@ def test_xor_sizes_and_values():
             assert v.shape == (4,) and v.dtype == np.float32 and set(np.unique(v)) <= {0.0, 1.0}
             assert r.facts[m] == "".join(str(int(x)) for x in v)
         assert r.label == r.facts["b"]
-    assert {k: s.carriers for k, s in data.facts.items()} == {"a": ["a"], "b": ["b"], "c": ["c"]}
-    assert not any(s.joint for s in data.facts.values())
+    # each bit vector is a joint fact of its own modality, read from the other two together
+    assert {k: (s.carriers, s.joint, s.owner) for k, s in data.facts.items()} == {
+        m: (["a", "b", "c"], True, m) for m in "abc"
+    }
 
 
 def test_xor_deterministic_for_a_seed():

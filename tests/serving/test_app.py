@@ -193,6 +193,16 @@ def test_unknown_modality_or_target(client):
     _error(client.get("/v1/items/shapes-00/smell"), 400, "smell")
 
 
+def test_unknown_metadata_key_is_a_400_naming_the_nearest(client, index):
+    body = {"text": "a circle", "where": {"colr": "red"}}
+    _error(client.post("/v1/search", json=body), 400, "unknown metadata key 'colr'", "colour")
+    keys = index.metadata_keys()
+    assert "colour" in keys and all(k in client.post("/v1/search", json=body).text for k in keys)
+    # a key some items have is a real filter, even when nothing matches its value
+    r = client.post("/v1/search", json={"text": "a circle", "where": {"colour": "mauve"}})
+    assert r.status_code == 200 and r.json()["hits"] == []
+
+
 @pytest.mark.parametrize("k", [0, -1, 10**6])
 def test_bad_k(client, k):
     _error(client.post("/v1/search", json={"text": "a circle", "k": k}), 400, "k must be")

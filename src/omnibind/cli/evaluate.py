@@ -8,19 +8,67 @@ from typing import Any
 import typer
 
 
+class NoSplitError(typer.BadParameter):
+    """The data has no items in the split to evaluate (``omnibind train`` then skips its evaluation)."""
+
+    def __init__(self, split: str) -> None:
+        super().__init__(f"the data has no '{split}' split")
+        self.split = split
+
+
+def metrics_path(out: Path) -> Path:
+    """Where an evaluation writes its metrics: ``out`` itself if it names a ``.json`` file, else
+    ``out/metrics.json``."""
+    return out if out.suffix == ".json" else out / "metrics.json"
+
+
+def refuse_to_replace(metrics: Path, plots: tuple[str, ...], overwrite: bool) -> str:
+    """The report name for ``metrics``, after checking that none of the evaluation's files exists.
+
+    An evaluation writes ``metrics`` and its report beside it (``report.md`` for ``metrics.json``,
+    ``a.md`` and ``a.<plot>.png`` for ``a.json``); a file of those names is another evaluation's, so it is
+    refused before anything is computed, unless ``overwrite``.
+    """
+    from omnibind.errors import OmnibindError
+    from omnibind.evaluation.report import report_files, report_name_for
+
+    name = report_name_for(metrics)
+    markdown, files = report_files(name, plots)
+    paths = [metrics, metrics.parent / markdown, *(metrics.parent / f for f in files.values())]
+    taken = [p for p in paths if p.exists()]
+    if taken and not overwrite:
+        shown = ", ".join(str(p) for p in taken[:4]) + (", ..." if len(taken) > 4 else "")
+        raise OmnibindError(
+            f"{shown} already exist{'s' if len(taken) == 1 else ''} (an earlier evaluation's); choose "
+            "another --out (a.json and b.json keep their reports apart: a.md, b.md) or pass --overwrite"
+        )
+    return name
+
+
 def evaluate_run(
-    run: Path, data: str | None, out: Path, history: list[dict[str, Any]] | None = None, split: str = ""
+    run: Path,
+    data: str | None,
+    out: Path,
+    history: list[dict[str, Any]] | None = None,
+    split: str = "",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the model of ``run`` and write ``metrics.json`` + ``report.md`` (with plots) at ``out``."""
+    """Evaluate the model of ``run`` and write the metrics and the report (with plots) at ``out``.
+
+    ``out`` is a ``.json`` path or a folder (``metrics.json`` in it); the report is named after the metrics
+    file (see :func:`refuse_to_replace`), and existing files are refused unless ``overwrite``.
+    """
     from omnibind.data.loading import build_kinds, build_splits
     from omnibind.evaluation.evaluate import evaluate as run_eval
-    from omnibind.evaluation.report import write_report
+    from omnibind.evaluation.report import RETRIEVAL_PNG, TRAINING_PNG, ZERO_SHOT_PNG, write_report
     from omnibind.io import write_json_atomic
     from omnibind.model import OmniModel, model_dir
     from omnibind.training.callbacks import read_history
 
     if _model_format(run) == "omnibind-classifier/1":
-        return _evaluate_classifier([run], data, out, split)
+        return _evaluate_classifier([run], data, out, split, overwrite=overwrite)
+    out = metrics_path(out)
+    name = refuse_to_replace(out, (RETRIEVAL_PNG, ZERO_SHOT_PNG, TRAINING_PNG), overwrite)
     model = OmniModel.load(model_dir(run))
     cfg = model.config
     kinds = build_kinds(cfg)
@@ -34,16 +82,15 @@ def evaluate_run(
         dataset: Dataset = datasets[0] if len(datasets) == 1 else _concat(datasets)
     else:
         if split not in splits.datasets:
-            raise typer.BadParameter(f"the data has no '{split}' split")
+            raise NoSplitError(split)
         dataset = splits.datasets[split]
     metrics = run_eval(model, dataset, cfg.eval, reference=splits.datasets.get("train"))
     metrics["split"] = split
-    out = out if out.suffix == ".json" else out / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, metrics)
     if history is None and (run / "metrics.jsonl").exists():
         history = read_history(run / "metrics.jsonl")
-    report = write_report(out.parent, metrics, history=history, title=f"omnibind report: {run}")
+    report = write_report(out.parent, metrics, history=history, title=f"omnibind report: {run}", name=name)
     _print_summary(metrics)
     typer.echo(f"metrics: {out}\nreport:  {report}")
     return metrics
@@ -71,6 +118,7 @@ def _evaluate_classifier(
     split: str,
     robustness: bool = False,
     importance: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score classifier runs (one run, or the seeds of a seeds folder) on a split; ``metrics.json`` + report.
 
@@ -80,10 +128,12 @@ def _evaluate_classifier(
     wrote them.
     """
     from omnibind.errors import OmnibindError
-    from omnibind.evaluation.fusion_report import write_fusion_report
+    from omnibind.evaluation.fusion_report import PLOTS, write_fusion_report
     from omnibind.evaluation.seeds import aggregate
     from omnibind.io import write_json_atomic
 
+    out = metrics_path(out)
+    name = refuse_to_replace(out, PLOTS, overwrite)
     cache: dict[str, Any] = {}  # seeds share their data: prepare it once
     results = [
         _score_run(run, data, split, robustness, importance, f"{k + 1}/{len(runs)}", cache)
@@ -107,13 +157,13 @@ def _evaluate_classifier(
     }
     if len(runs) == 1:
         metrics["test"] = first["test"]
-    out = out if out.suffix == ".json" else out / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, metrics)
     report = write_fusion_report(
         out.parent,
         metrics,
         title=f"omnibind classification report: {runs[0].parent if len(runs) > 1 else runs[0]}",
+        name=name,
     )
     _print_classify_summary(metrics)
     typer.echo(f"metrics: {out}\nreport:  {report}")
@@ -241,7 +291,10 @@ def _print_summary(metrics: dict[str, Any]) -> None:
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder, model folder, or a folder of seed-* runs."),
     out: Path | None = typer.Option(
-        None, "--out", help="Where to write metrics.json (report.md goes beside it); default: RUN/eval."
+        None,
+        "--out",
+        help="Metrics file (NAME.json; its report NAME.md goes beside it) or folder (metrics.json and "
+        "report.md in it); default: RUN/eval.",
     ),
     data: str = typer.Option(
         "", "--data", help="Manifest path or builtin:NAME[?k=v]; default: the run's data."
@@ -258,6 +311,9 @@ def evaluate(
     seeds: int | None = typer.Option(
         None, "--seeds", help="Use the first N seed-* runs of RUN (default: all); mean ± std over them."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the metrics and report files of an earlier evaluation."
+    ),
 ) -> None:
     """Evaluate trained models: retrieval and zero-shot for embedding runs; for classify runs accuracy,
     macro-F1 and AUROC per modality subset, with --robustness and --importance, over seeds."""
@@ -267,7 +323,7 @@ def evaluate(
     runs = find_runs(run, seeds)
     out = out if out is not None else run / "eval"
     if _model_format(runs[0]) == "omnibind-classifier/1":
-        _evaluate_classifier(runs, data or None, out, split, robustness, importance)
+        _evaluate_classifier(runs, data or None, out, split, robustness, importance, overwrite)
         return
     if robustness or importance or len(runs) > 1:
         wanted = [f for f, on in (("--robustness", robustness), ("--importance", importance)) if on]
@@ -276,4 +332,4 @@ def evaluate(
             f"{what}: only for classify runs (a config with a 'task' section); {run} holds embedding "
             "model(s): evaluate one run at a time and compare them with `omnibind report`"
         )
-    evaluate_run(runs[0], data or None, out, split=split)
+    evaluate_run(runs[0], data or None, out, split=split, overwrite=overwrite)

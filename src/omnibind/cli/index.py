@@ -1,4 +1,4 @@
-"""``omnibind index build|add|delete|compact``: make and change a search index.
+"""``omnibind index build|add|update|delete|compact``: make and change a search index.
 
 ``omnibind index build RUN --data DATA --out INDEX`` (a Typer group cannot also take ``RUN`` as its own
 argument, so building is the ``build`` subcommand).
@@ -17,14 +17,14 @@ def _records(index_modalities: list[str], data: str, root: str | None) -> list:
     return load_source(data, root=root, modalities=index_modalities).records
 
 
+def _acknowledge(total: int, ids: list[str]) -> None:
+    # printed only after the batch's commit: every item counted here survives a crash
+    typer.echo(f"committed {total} items (last id {ids[-1]})")
+
+
 def _add(index, data: str, root: str | None, batch_size: int) -> int:  # noqa: ANN001
     records = _records(index.modalities, data, root)
-
-    def acknowledge(total: int, ids: list[str]) -> None:
-        # printed only after the batch's commit: every item counted here survives a crash
-        typer.echo(f"committed {total} items (last id {ids[-1]})")
-
-    return index.add(records, batch_size=batch_size, on_commit=acknowledge, progress=True)
+    return index.add(records, batch_size=batch_size, on_commit=_acknowledge, progress=True)
 
 
 def build(
@@ -58,6 +58,32 @@ def add(
     index = Index.open(index_dir)
     total = _add(index, data, root, batch_size)
     typer.echo(f"added {total} items; the index holds {len(index)}")
+
+
+def update(
+    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
+    root: str = typer.Option(None, "--root", help="Data folder for built-in loaders that need one."),
+    batch_size: int = typer.Option(1024, help="Items per commit."),
+    upsert: bool = typer.Option(False, "--upsert", help="Also add the items whose id is not in INDEX."),
+) -> None:
+    """Replace the items of INDEX that have the ids of DATA's items; an id not in INDEX is an error
+    (nothing is written) unless --upsert."""
+    from omnibind.index import Index, UnknownItemError
+
+    index = Index.open(index_dir)
+    records = _records(index.modalities, data, root)
+    known = set(index.ids())
+    replaced = sum(r.id in known for r in records)
+    try:
+        total = index.update(
+            records, batch_size=batch_size, on_commit=_acknowledge, progress=True, upsert=upsert
+        )
+    except UnknownItemError as exc:
+        raise UnknownItemError(f"{exc}; add them with `omnibind index add`, or pass --upsert") from None
+    typer.echo(
+        f"updated {total} items ({replaced} replaced, {total - replaced} added); the index holds {len(index)}"
+    )
 
 
 def delete(

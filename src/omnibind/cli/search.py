@@ -1,7 +1,9 @@
-"""``omnibind search INDEX --text ... --image ... [--target M] [-k 10] [--where k=v] [--min-score s]``."""
+"""``omnibind search INDEX --text ... --image ... [--target M] [-k 10] [--where k=v] [--json]``."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import typer
@@ -19,6 +21,9 @@ def search(
     where: list[str] = typer.Option([], "--where", help="Filter: key=value, key>=n, key=a,b; repeatable."),
     min_score: float = typer.Option(None, "--min-score", help="Stop below this score."),
     max_gap: float = typer.Option(None, "--max-gap", help="Stop where the score drops by more than this."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the POST /v1/search response body (JSON) instead of a table."
+    ),
 ) -> None:
     """Search INDEX; several query values make one composed query."""
     from dataclasses import replace
@@ -49,6 +54,9 @@ def search(
         if not sep:
             raise SearchError(f"--value takes MODALITY=VALUE, got {item!r}")
         values[name] = raw
+    if values:
+        index.model.eval()  # load it now, so took_ms times the search alone (as the server's does)
+    start = time.perf_counter()
     result = index.search(
         Query(values=values, like=like),
         target=target,
@@ -57,6 +65,11 @@ def search(
         min_score=min_score,
         max_gap=max_gap,
     )
+    if as_json:
+        from omnibind.serving.queries import search_body
+
+        typer.echo(json.dumps(search_body(result, (time.perf_counter() - start) * 1000)))
+        return
     table = Table(title=f"{len(result.hits)} results ({result.method}; stopped: {result.stopped_because})")
     for col in ("rank", "id", "score", "modality", "metadata"):
         table.add_column(col, justify="right" if col in ("rank", "score") else "left")

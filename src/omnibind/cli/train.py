@@ -95,13 +95,28 @@ def _train_one(cfg: Any, out: Path, resume: bool, evaluate: bool) -> dict[str, A
         from omnibind.training.classify import train_classifier
 
         fitted = train_classifier(cfg, out, resume=resume, evaluate=evaluate)
-        accuracy = fitted.test["overall"]["accuracy"] if fitted.test else None
-        typer.echo(f"trained {fitted.steps} steps; model saved to {out / 'model'}; test accuracy {accuracy}")
+        typer.echo(f"trained {fitted.steps} steps; model saved to {out / 'model'}")
+        if fitted.test:
+            typer.echo(f"test accuracy {fitted.test['overall']['accuracy']:.3f}")
+        elif evaluate:
+            _no_split("test")
         return fitted.test
     result = run_training(cfg, out, resume=resume)
     typer.echo(f"trained {result.steps} steps; model saved to {out / 'model'}")
     if evaluate:
-        from omnibind.cli.evaluate import evaluate_run
+        from omnibind.cli.evaluate import NoSplitError, evaluate_run
 
-        evaluate_run(out, data=None, out=out / "metrics.json", history=result.history)
+        try:
+            evaluate_run(out, data=None, out=out / "metrics.json", history=result.history, overwrite=True)
+        except NoSplitError as exc:
+            _no_split(exc.split)
     return None
+
+
+def _no_split(split: str) -> None:
+    """One line for a run that trained and saved but has no items to evaluate on."""
+    fraction = {"test": "data.test_fraction is 0 and ", "val": "data.val_fraction is 0 and "}.get(split, "")
+    typer.echo(
+        f"no '{split}' split ({fraction}no item has split '{split}'): skipped the final evaluation; "
+        "evaluate with `omnibind eval RUN --data DATA`"
+    )

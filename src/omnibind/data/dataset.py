@@ -6,7 +6,8 @@ train / val / test; ``fit_kinds`` lets kinds with statistics (tabular) learn the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,7 @@ def prepare_dataset(
     on_error: str = "stop",
     progress: bool = True,
     facts: dict[str, FactSpec] | None = None,
+    source_name: str = "",
 ) -> tuple[Dataset, list[DataError]]:
     """Load and transform every present value of ``records``.
 
@@ -150,6 +152,7 @@ def prepare_dataset(
         on_error: ``stop`` raises the first bad record; ``skip`` drops it and returns its error.
         progress: show a progress bar.
         facts: which modalities carry each ground-truth fact (built-in sources).
+        source_name: the source's short name (``LoadedData.name``), kept as ``Dataset.source_name``.
 
     Returns:
         the dataset and the errors of the records that were skipped.
@@ -173,7 +176,9 @@ def prepare_dataset(
             errors.append(exc)
             continue
         kept.append(record)
-    return Dataset.from_prepared(kept, prepared, kinds, facts), errors
+    dataset = Dataset.from_prepared(kept, prepared, kinds, facts)
+    dataset.source_name = source_name
+    return dataset, errors
 
 
 def write_skipped(path: str | Path, errors: list[DataError]) -> Path:
@@ -207,6 +212,8 @@ class Dataset:
         labels: per-item labels (``None`` where unknown).
         facts: per-item ground-truth facts (``None`` where unknown).
         fact_specs: which modalities carry each fact (built-in sources), or ``None``.
+        source_name: the short name of the source the items came from (``xor`` for ``builtin:xor``), or
+            ``""``; evaluation adds source-specific measures by it.
     """
 
     def __init__(
@@ -217,6 +224,7 @@ class Dataset:
         present: Tensor,
         row_of: dict[str, Tensor],
         fact_specs: dict[str, FactSpec] | None = None,
+        source_name: str = "",
     ) -> None:
         self.records = records
         self.ids = [r.id for r in records]
@@ -227,6 +235,8 @@ class Dataset:
         self.labels: list[Any] = [r.label for r in records]
         self.facts: list[dict[str, Any] | None] = [r.facts for r in records]
         self.fact_specs = fact_specs
+        self.source_name = source_name
+        self._value_keys: dict[str, list[Hashable | None]] | None = None
 
     @classmethod
     def from_prepared(
@@ -259,6 +269,27 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def value_keys(self) -> dict[str, list[Hashable | None]]:
+        """Per modality, a key per item that is equal for two items iff their prepared values are identical
+        (``None`` where absent): text by its string, tensors by a digest of their bytes.
+
+        Evaluation uses it to count a target identical to the query item's own as equally correct (an
+        encoder cannot rank two identical inputs apart). Computed once and cached.
+        """
+        if self._value_keys is None:
+            keys: dict[str, list[Hashable | None]] = {}
+            for name in self.modalities:
+                values = self.values[name]
+                if isinstance(values, list):
+                    per_row: list[Hashable] = list(values)
+                else:
+                    flat = values.detach().cpu().contiguous().reshape(len(values), -1).numpy()
+                    per_row = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
+                rows = self.row_of[name].tolist()
+                keys[name] = [per_row[r] if r >= 0 else None for r in rows]
+            self._value_keys = keys
+        return self._value_keys
 
     def batch(self, indices: Indices) -> Batch:
         """The items at ``indices`` as a :class:`Batch` (values of present rows only, in batch order)."""
@@ -295,9 +326,8 @@ class Dataset:
             rows[keep] = torch.arange(int(keep.sum()))
             row_of[name] = rows
         records = [self.records[i] for i in idx.tolist()]
-        return Dataset(
-            records, self.modalities, values, self.present.index_select(0, idx), row_of, self.fact_specs
-        )
+        present = self.present.index_select(0, idx)
+        return Dataset(records, self.modalities, values, present, row_of, self.fact_specs, self.source_name)
 
     def iter_batches(self, batch_size: int) -> Iterator[Batch]:
         """Consecutive batches of ``batch_size`` items in dataset order (the last one may be smaller)."""
@@ -329,4 +359,4 @@ def concat_datasets(datasets: list[Dataset]) -> Dataset:
         row_of[name] = torch.cat(rows)
     records = [r for d in datasets for r in d.records]
     present = torch.cat([d.present for d in datasets])
-    return Dataset(records, first.modalities, values, present, row_of, first.fact_specs)
+    return Dataset(records, first.modalities, values, present, row_of, first.fact_specs, first.source_name)

@@ -87,7 +87,12 @@ def build_splits(
         if not records:
             continue
         ds, bad = prepare_dataset(
-            records, kinds, on_error=cfg.data.on_error, progress=progress, facts=loaded.facts
+            records,
+            kinds,
+            on_error=cfg.data.on_error,
+            progress=progress,
+            facts=loaded.facts,
+            source_name=loaded.name,
         )
         datasets[split] = ds
         skipped.extend(bad)

@@ -113,8 +113,13 @@ def xor(
     Returns:
         :class:`LoadedData` whose records have values ``a``, ``b``, ``c`` (float32 arrays of 0/1, shape
         ``[d_v]``, modality kind ``embedding``), facts ``{"a": "01011", "b": ..., "c": ...}`` (bit strings),
-        label the ``b`` bit string and ``metadata["xor"]`` (1 for an XOR item). ``facts`` maps each of
-        ``a``, ``b``, ``c`` to its own modality (the same-value relevance of the target).
+        label the ``b`` bit string and ``metadata["xor"]`` (1 for an XOR item). ``facts`` declares each of
+        ``a``, ``b``, ``c`` a joint fact owned by its modality and carried by all three: a composed query
+        of the other two (``a+c->b``) is relevant to every target with the same bits. At ``p = 1`` the
+        other two determine it (``b = a XOR c``); at ``p < 1`` they do so only for the XOR items (for a copy
+        item, ``c == a``, ``b`` is uniform), so no model can exceed :func:`xor_bayes_accuracy`. A single
+        query modality (``a->b``) counts no fact: relevance is then an identical target value, which no
+        pair of modalities can predict (chance).
 
     References:
         Saporta et al., "Contrasting with Symile", NeurIPS 2024, Sec. 5.1.
@@ -156,7 +161,9 @@ def xor(
         "chance": 2.0**-d_v,
         "bayes_accuracy": xor_bayes_accuracy(d_v, p),
     }
-    specs = {m: FactSpec(carriers=[m]) for m in ("a", "b", "c")}
+    # each bit vector is its own modality's value and, at p = 1, a function of the other two together
+    # (b = a XOR c, ...): a joint fact like the shapes' mark, so a+c->b counts b's value
+    specs = {m: FactSpec(carriers=["a", "b", "c"], joint=True, owner=m) for m in ("a", "b", "c")}
     return LoadedData(records=records, facts=specs, name="xor", info=info)
 
 

@@ -153,13 +153,29 @@ def joint_fact_metrics(
     return out
 
 
-def xor_pick_accuracy(
-    model: OmniModel, dataset: Dataset, query: tuple[str, str] = ("a", "c"), target: str = "b"
-) -> float:
-    """The Symile paper's XOR test on ``builtin:xor`` data: pick ``target`` among all 2^d_v bit vectors.
+def xor_pick_metrics(
+    model: OmniModel,
+    dataset: Dataset,
+    embeddings: Embeddings | None = None,
+    query: tuple[str, str] = ("a", "c"),
+    target: str = "b",
+) -> dict[str, dict[str, Any]]:
+    """The Symile paper's XOR test on ``builtin:xor`` data: pick ``target`` among all ``2**d_v`` bit vectors.
 
-    Every possible value of the target is embedded as a candidate and scored against the query
-    modalities with the model's joint similarity; chance is 2^-d_v.
+    Every possible value of the target is embedded as a candidate and scored against the query modalities
+    of each item that has them (and a known ``target`` fact) with the model's joint similarity; the pick is
+    right when it is the item's own ``target``. ``chance`` is ``2**-d_v``; ``bayes`` is the accuracy of
+    the best possible rule on these same items, ``b = a XOR c`` (right for every XOR item and, for a copy
+    item, only when ``b`` is all zeros: ``p + (1 - p) / 2**d_v`` in expectation).
+
+    Args:
+        model: a model with the modalities of ``query`` and ``target``.
+        dataset: ``builtin:xor`` items (their facts hold the bit strings).
+        embeddings: ``embed_dataset(model, dataset)[0]``, if already computed.
+
+    Returns:
+        ``{"a+c->b": {"accuracy", "chance", "bayes", "n"}}``; empty when the model or the items lack a
+        modality of the test.
     """
     import itertools
 
@@ -167,13 +183,42 @@ def xor_pick_accuracy(
 
     from omnibind.evaluation.zero_shot import candidate_accuracy
 
-    d_v = len(dataset.facts[0][target])  # type: ignore[index]
+    needed = (*query, target)
+    if any(m not in model.modalities or m not in dataset.modalities for m in needed):
+        return {}
+    cols = [dataset.modalities.index(m) for m in query]
+    facts = dataset.facts
+    rows = [
+        i
+        for i in dataset.present[:, cols].all(dim=1).nonzero().squeeze(1).tolist()
+        if facts[i] and all(isinstance(facts[i].get(m), str) for m in needed)  # type: ignore[union-attr]
+    ]
+    if not rows:
+        return {}
+    bits = {m: np.array([[int(x) for x in facts[i][m]] for i in rows]) for m in needed}  # type: ignore[index]
+    d_v = bits[target].shape[1]
     candidates = np.array(list(itertools.product([0.0, 1.0], repeat=d_v)), dtype=np.float32)  # [2^d, d]
     z_target = model.embed(list(candidates), target)  # [2^d, D]
-    embeddings, _ = embed_dataset(model, dataset)
-    truth = torch.tensor([int(f[target], 2) for f in dataset.facts])  # type: ignore[index]
-    queries = [embeddings[q] for q in query]
-    return float(candidate_accuracy(queries, z_target, truth, model.joint_similarity)["accuracy"])
+    if embeddings is None:
+        embeddings = embed_dataset(model, dataset)[0]
+    index = torch.tensor(rows)
+    truth = torch.tensor([int(facts[i][target], 2) for i in rows])  # type: ignore[index]
+    queries = [embeddings[q][index] for q in query]
+    result = candidate_accuracy(queries, z_target, truth, model.joint_similarity)
+    bayes = float(((bits[query[0]] ^ bits[query[1]]) == bits[target]).all(axis=1).mean())
+    name = f"{'+'.join(query)}->{target}"
+    return {name: {"accuracy": result["accuracy"], "chance": 2.0**-d_v, "bayes": bayes, "n": result["n"]}}
+
+
+def xor_pick_accuracy(
+    model: OmniModel, dataset: Dataset, query: tuple[str, str] = ("a", "c"), target: str = "b"
+) -> float:
+    """The accuracy of :func:`xor_pick_metrics` (what ``omnibind eval`` writes as ``xor_pick``)."""
+    metrics = xor_pick_metrics(model, dataset, query=query, target=target)
+    if not metrics:
+        needed = ", ".join((*query, target))
+        raise ValueError(f"xor_pick_accuracy needs items with {needed} and their bit facts")
+    return float(next(iter(metrics.values()))["accuracy"])
 
 
 def evaluate(
@@ -192,8 +237,10 @@ def evaluate(
 
     Returns:
         ``{"retrieval": {"q->t": {"r@1", "r@5", "r@10", "mrr", "median_rank", "n"}, "a+b->t": ...},
-        "zero_shot": {"task/target": {"accuracy", "n"}}, "relevance": ..., "joint_similarity": ...,
-        "n_items": N}``.
+        "zero_shot": {"task/target": {"accuracy", "n"}}, "joint_facts": ..., "relevance": ...,
+        "joint_similarity": ..., "n_items": N}``, and for ``builtin:xor`` data ``"xor_pick"`` (see
+        :func:`xor_pick_metrics`). Where relevance is "the same item", targets whose prepared value is
+        identical to the query item's own count as relevant too (:meth:`Dataset.value_keys`).
     """
     cfg = cfg or model.config.eval
     embeddings, present = embed_dataset(model, dataset, cfg.batch_size)
@@ -208,6 +255,7 @@ def evaluate(
         relevance=relevance,
         similarity=model.joint_similarity,
         joint=cfg.joint,
+        values=dataset.value_keys(),
     )
     ref = None
     if reference is not None:
@@ -215,7 +263,7 @@ def evaluate(
     zero_shot: dict[str, dict[str, Any]] = {}
     for task in cfg.zero_shot:
         zero_shot.update(zero_shot_metrics(model, dataset, embeddings, task, ref))
-    return {
+    metrics: dict[str, Any] = {
         "retrieval": retrieval,
         "zero_shot": zero_shot,
         "joint_facts": joint_fact_metrics(embeddings, present, dataset, model.joint_similarity),
@@ -223,6 +271,9 @@ def evaluate(
         "joint_similarity": model.joint_similarity,
         "n_items": len(dataset),
     }
+    if dataset.source_name == "xor":
+        metrics["xor_pick"] = xor_pick_metrics(model, dataset, embeddings)
+    return metrics
 
 
 def validation_metrics(model: OmniModel, dataset: Dataset, cfg: EvalConfig) -> dict[str, float]:
@@ -242,6 +293,7 @@ def validation_metrics(model: OmniModel, dataset: Dataset, cfg: EvalConfig) -> d
         relevance=_relevance(cfg, dataset),
         similarity=model.joint_similarity,
         joint=cfg.joint,
+        values=dataset.value_keys(),
     )
     out: dict[str, float] = {}
     pairs = [v["r@1"] for k, v in retrieval.items() if "+" not in k]

@@ -30,7 +30,7 @@ from omnibind.evaluation.fusion_plots import (
     plot_mnar,
     plot_subsets,
 )
-from omnibind.evaluation.report import _fmt
+from omnibind.evaluation.report import REPORT_NAME, _fmt, report_files
 from omnibind.evaluation.seeds import mean_of, pm, spread_note, std_of
 from omnibind.io import write_text_atomic
 
@@ -39,6 +39,7 @@ MCAR_PNG = "mcar.png"
 IMPORTANCE_PNG = "importance.png"
 MNAR_PNG = "mnar.png"
 CATEGORIES_PNG = "categories.png"
+PLOTS = (SUBSETS_PNG, MCAR_PNG, IMPORTANCE_PNG, MNAR_PNG, CATEGORIES_PNG)
 _METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("auroc", "AUROC"))
 
 
@@ -231,21 +232,24 @@ def _per_seed_table(metrics: Mapping[str, Any]) -> str:
 
 
 def write_fusion_report(
-    out_dir: str | Path, metrics: Mapping[str, Any], title: str = "omnibind report"
+    out_dir: str | Path, metrics: Mapping[str, Any], title: str = "omnibind report", name: str = REPORT_NAME
 ) -> Path:
-    """Write ``report.md`` and its plots for a classifier evaluated over one or more seeds.
+    """Write ``report.md`` and its plots for a classifier evaluated over one or more seeds (``NAME.md``
+    and ``NAME.<plot>.png`` for another ``name``, see :func:`omnibind.evaluation.report.report_files`).
 
     Args:
         out_dir: the folder (created if needed); PNGs are linked relatively from the Markdown.
         metrics: what ``omnibind eval`` writes for classify runs (see the module docstring); only
             ``aggregate.test`` is required, ``robustness`` and ``importance`` add their sections.
         title: the report's heading.
+        name: the report's file stem.
 
     Returns:
-        the path of ``report.md``.
+        the path of the Markdown file.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, files = report_files(name, PLOTS)
     agg = metrics.get("aggregate", {})
     test, robust, importance = agg.get("test", {}), agg.get("robustness") or {}, agg.get("importance") or {}
     n_seeds = len(metrics.get("seeds", [])) or 1
@@ -255,32 +259,32 @@ def write_fusion_report(
     body: list[str] = ["## Overall", overall_table]
     if test.get("subsets"):
         body += ["## Every subset of modalities", _subsets_table(test["subsets"])]
-        if plot_subsets(test, out_dir / SUBSETS_PNG):
-            body.append(f"![accuracy by subset]({SUBSETS_PNG})")
+        if plot_subsets(test, out_dir / files[SUBSETS_PNG]):
+            body.append(f"![accuracy by subset]({files[SUBSETS_PNG]})")
     if robust.get("mcar"):
         summaries.append(_mcar_summary(robust["mcar"]))
         body += ["## Missing completely at random", "Accuracy when a share of the items lose one modality."]
         body.append(_mcar_table(robust["mcar"]))
-        if plot_mcar(robust["mcar"], best, out_dir / MCAR_PNG):
-            body.append(f"![MCAR curves]({MCAR_PNG})")
+        if plot_mcar(robust["mcar"], best, out_dir / files[MCAR_PNG]):
+            body.append(f"![MCAR curves]({files[MCAR_PNG]})")
     if robust.get("mnar"):
         line, table = _mnar_section(robust["mnar"], best)
         summaries.append(line)
         body += ["## Missing not at random", table]
-        if plot_mnar(robust["mnar"], out_dir / MNAR_PNG):
-            body.append(f"![MNAR clean vs flipped]({MNAR_PNG})")
+        if plot_mnar(robust["mnar"], out_dir / files[MNAR_PNG]):
+            body.append(f"![MNAR clean vs flipped]({files[MNAR_PNG]})")
     if importance:
         summaries.append(_importance_summary(importance))
         body += ["## Modality importance", _IMPORTANCE_NOTE, _importance_table(importance)]
         total = _shapley_total(importance)
         if total:
             body.append(total)
-        if plot_importance(importance, out_dir / IMPORTANCE_PNG):
-            body.append(f"![modality importance]({IMPORTANCE_PNG})")
+        if plot_importance(importance, out_dir / files[IMPORTANCE_PNG]):
+            body.append(f"![modality importance]({files[IMPORTANCE_PNG]})")
         if importance.get("categories"):
             body += ["### Per-item categories", _categories_table(importance["categories"])]
-            if plot_categories(importance["categories"], out_dir / CATEGORIES_PNG):
-                body.append(f"![item categories]({CATEGORIES_PNG})")
+            if plot_categories(importance["categories"], out_dir / files[CATEGORIES_PNG]):
+                body.append(f"![item categories]({files[CATEGORIES_PNG]})")
     body += ["## Runs", _per_seed_table(metrics)]
     setting = ", ".join(
         f"{key} `{metrics[key]}`"
@@ -292,4 +296,4 @@ def write_fusion_report(
         f"{setting}; modalities {', '.join(metrics.get('modalities', []))}. {spread_note(n_seeds)}",
     ]
     parts = [*intro, "## Summary", "\n".join(s for s in summaries if s), *body]
-    return write_text_atomic(out_dir / "report.md", "\n\n".join(parts) + "\n")
+    return write_text_atomic(out_dir / markdown, "\n\n".join(parts) + "\n")

@@ -352,6 +352,7 @@ def _view(sub: Dataset, modality: str) -> Dataset:
         sub.present[:, j : j + 1],
         {modality: sub.row_of[modality]},
         sub.fact_specs,
+        sub.source_name,
     )
 
 

@@ -21,6 +21,26 @@ TRAINING_PNG = "training.png"
 RETRIEVAL_PNG = "retrieval_r1.png"
 ZERO_SHOT_PNG = "zero_shot.png"
 _TRAIN_KEYS = ("train/loss", "lr", "logit_scale")
+REPORT_NAME = "report"
+
+
+def report_files(name: str, plots: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The file names of a report called ``name``: ``(markdown, {plot: file})``.
+
+    The default name ``report`` gives ``report.md`` and the plots' plain names (``retrieval_r1.png``);
+    any other name prefixes them (``b.md``, ``b.retrieval_r1.png``), so that reports of several
+    evaluations can share a folder.
+    """
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"a report name is a plain file stem, got {name!r}")
+    prefix = "" if name == REPORT_NAME else f"{name}."
+    return f"{name}.md", {p: prefix + p for p in plots}
+
+
+def report_name_for(metrics_path: Path) -> str:
+    """The report name of an evaluation written to ``metrics_path``: ``metrics.json`` -> ``report``
+    (``report.md``), ``a.json`` -> ``a`` (``a.md``)."""
+    return REPORT_NAME if metrics_path.stem == "metrics" else metrics_path.stem
 
 
 def _is_number(value: Any) -> bool:
@@ -181,8 +201,10 @@ def write_report(
     history: Sequence[Mapping[str, Any]] | None = None,
     title: str = "omnibind report",
     extra_sections: Sequence[tuple[str, str]] | None = None,
+    name: str = REPORT_NAME,
 ) -> Path:
-    """Write ``report.md`` and its plots into ``out_dir``.
+    """Write ``report.md`` and its plots into ``out_dir`` (``NAME.md`` and ``NAME.<plot>.png`` for another
+    ``name``, see :func:`report_files`).
 
     Plots (each only when there is something to show): ``training.png`` (train loss, lr, logit_scale and
     every ``val/...`` metric against step), ``retrieval_r1.png`` (R@1 heatmap, queries including composed
@@ -196,9 +218,10 @@ def write_report(
         history: rows of ``metrics.jsonl``.
         title: the report's heading.
         extra_sections: ``(heading, markdown body)`` pairs appended as they are.
+        name: the report's file stem.
 
     Returns:
-        the path of ``report.md``.
+        the path of the Markdown file.
 
     Example:
         >>> import tempfile
@@ -208,23 +231,24 @@ def write_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, files = report_files(name, (RETRIEVAL_PNG, ZERO_SHOT_PNG, TRAINING_PNG))
     retrieval = metrics.get("retrieval") or {}
     zero_shot = metrics.get("zero_shot") or {}
     parts = [f"# {title}", "## Summary", _summary(retrieval, zero_shot)]
     if retrieval:
         parts += ["## Retrieval", _retrieval_table(retrieval)]
-        if _plot_retrieval(retrieval, out_dir / RETRIEVAL_PNG):
-            parts.append(f"![retrieval R@1]({RETRIEVAL_PNG})")
+        if _plot_retrieval(retrieval, out_dir / files[RETRIEVAL_PNG]):
+            parts.append(f"![retrieval R@1]({files[RETRIEVAL_PNG]})")
     if zero_shot:
         parts += ["## Zero-shot classification", _zero_shot_table(zero_shot)]
-        if _plot_zero_shot(zero_shot, out_dir / ZERO_SHOT_PNG):
-            parts.append(f"![zero-shot accuracy]({ZERO_SHOT_PNG})")
-    if history and _plot_training(history, out_dir / TRAINING_PNG):
-        parts += ["## Training", f"![training curves]({TRAINING_PNG})"]
+        if _plot_zero_shot(zero_shot, out_dir / files[ZERO_SHOT_PNG]):
+            parts.append(f"![zero-shot accuracy]({files[ZERO_SHOT_PNG]})")
+    if history and _plot_training(history, out_dir / files[TRAINING_PNG]):
+        parts += ["## Training", f"![training curves]({files[TRAINING_PNG]})"]
     for heading, body in extra_sections or []:
         parts += [f"## {heading}", body]
     others = {k: v for k, v in metrics.items() if k not in ("retrieval", "zero_shot")}
     if others:
         dumped = json.dumps(others, indent=2, ensure_ascii=False, default=str)
         parts += ["## Other results", f"```json\n{dumped}\n```"]
-    return write_text_atomic(out_dir / "report.md", "\n\n".join(parts) + "\n")
+    return write_text_atomic(out_dir / markdown, "\n\n".join(parts) + "\n")

@@ -7,11 +7,14 @@ present; a composed query ``a+b->t`` uses the items in which all of ``a`` and ``
 
 Which targets are *relevant* to a query is decided by one of three modes:
 
-- ``item``: the same item (same id);
+- ``item``: the same item (same id), or an item whose value in the target modality is identical to the
+  query item's own (given ``values``): the model cannot tell two identical inputs apart, so they are equally
+  correct answers, and under pessimistic ties counting only the query's own item would rank each of them
+  above it;
 - ``label``: the same label;
 - ``facts``: equal on every ground-truth fact that can be read both from the query modalities and from the
   target (see :func:`counting_facts`). When no fact counts for a combination, relevance falls back to
-  ``item``.
+  ``item`` (identical target values included).
 
 A missing value (``None`` label, or a fact absent from an item's dict or ``None``) is unknown, so that item
 is relevant only to itself (its own id).
@@ -20,7 +23,7 @@ is relevant only to itself (its own id).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -79,15 +82,20 @@ def _item_codes(
     ids: Sequence[Any],
     labels: Sequence[Any] | None,
     facts: Sequence[Mapping[str, Any] | None] | None,
+    target_values: Sequence[Hashable | None] | None = None,
 ) -> Tensor:
     """One integer per item such that two items are relevant to each other iff their codes are equal.
+
+    ``target_values`` (per item, a key of its value in the target modality, ``None`` where absent) makes
+    "the same item" mean "an identical target value".
 
     Returns:
         ``long[N]``.
     """
     keys: list[tuple[str, Any]] = []
     for i, item_id in enumerate(ids):
-        own = ("id", item_id)
+        value = None if target_values is None else target_values[i]
+        own = ("id", item_id) if value is None else ("value", value)
         if mode == "item" or (mode == "facts" and not fact_names):
             keys.append(own)
         elif mode == "label":
@@ -120,6 +128,7 @@ def relevance_matrix(
     labels: Sequence[Any] | None = None,
     facts: Sequence[Mapping[str, Any] | None] | None = None,
     fact_specs: Mapping[str, FactSpec] | None = None,
+    values: Mapping[str, Sequence[Hashable | None]] | None = None,
 ) -> Tensor:
     """Which targets are relevant to which queries.
 
@@ -133,6 +142,8 @@ def relevance_matrix(
         labels: item labels (mode ``label``).
         facts: per item a dict of ground-truth facts (mode ``facts``).
         fact_specs: which modalities carry each fact; None means every fact counts.
+        values: per modality, a key per item of its value (``None`` where absent), so that "the same
+            item" includes identical target values (see the module docstring).
 
     Returns:
         ``bool[nq, nt]``.
@@ -143,7 +154,7 @@ def relevance_matrix(
     """
     _check_mode(mode, labels, facts)
     names = counting_facts(query_modalities, target, facts, fact_specs) if mode == "facts" else ()
-    codes = _item_codes(mode, names, ids, labels, facts)  # [N]
+    codes = _item_codes(mode, names, ids, labels, facts, (values or {}).get(target))  # [N]
     q = codes[torch.as_tensor(query_idx, dtype=torch.long)]
     t = codes[torch.as_tensor(target_idx, dtype=torch.long)]
     return q[:, None] == t[None, :]
@@ -295,6 +306,7 @@ def evaluate_retrieval(
     max_joint: int | None = None,
     ks: Sequence[int] = (1, 5, 10),
     ties: str = "pessimistic",
+    values: Mapping[str, Sequence[Hashable | None]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Retrieval metrics for every ordered pair of modalities and every composed query.
 
@@ -312,6 +324,9 @@ def evaluate_retrieval(
         max_joint: the largest number of modalities in a composed query (None: all others).
         ks: the cut-offs of recall.
         ties: see :func:`rank_metrics`.
+        values: per modality, a key per item of its value (``None`` where absent): where relevance is
+            "the same item", targets with a value identical to the query item's own count as well
+            (:meth:`omnibind.data.dataset.Dataset.value_keys` makes them).
 
     Returns:
         ``{"q->t": metrics, "a+b->t": metrics, ...}``, each value as from :func:`rank_metrics`. Query
@@ -330,7 +345,7 @@ def evaluate_retrieval(
     mode = _auto_mode(labels, facts) if relevance == "auto" else relevance
     _check_mode(mode, labels, facts)
     present = present.bool()
-    codes_cache: dict[tuple[str, ...], Tensor] = {}
+    codes_cache: dict[tuple[tuple[str, ...], str], Tensor] = {}
     results: dict[str, dict[str, float]] = {}
     for query_mods, target in query_combinations(names, joint, max_joint):
         cols = [names.index(m) for m in query_mods]
@@ -339,9 +354,12 @@ def evaluate_retrieval(
         if query_idx.numel() == 0 or target_idx.numel() == 0:
             continue
         fact_names = counting_facts(query_mods, target, facts, fact_specs) if mode == "facts" else ()
-        if fact_names not in codes_cache:
-            codes_cache[fact_names] = _item_codes(mode, fact_names, ids, labels, facts)
-        codes = codes_cache[fact_names]
+        target_values = (values or {}).get(target)
+        # the codes depend on the target only through the fallback to the same (or an identical) item
+        key = (fact_names, target if target_values is not None else "")
+        if key not in codes_cache:
+            codes_cache[key] = _item_codes(mode, fact_names, ids, labels, facts, target_values)
+        codes = codes_cache[key]
         target_embs, target_codes = embeddings[target][target_idx], codes[target_idx]
         ranks = []
         for start in range(0, query_idx.numel(), _CHUNK):

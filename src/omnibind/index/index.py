@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ from omnibind.index.search import (
     SearchSettings,
     VectorSet,
     adaptive_cut,
+    check_where,
     filter_mask,
 )
 from omnibind.index.store import (
@@ -45,6 +47,7 @@ from omnibind.index.store import (
     raw_columns,
     rows_table,
 )
+from omnibind.registry import nearest
 
 OnCommit = Callable[[int, list[str]], None]
 
@@ -153,6 +156,8 @@ class Index:
             json.loads(s or "{}") for s in table.column("metadata").to_pylist()
         ]
         self._alive = np.ones(len(self._ids), bool)
+        # live items per metadata key: a filter on a key no item has is a typo, not an empty result
+        self._keys: Counter[str] = Counter(key for md in self._metadata for key in md)
         self._sets = {m: VectorSet(self.dim, self.settings) for m in self.modalities}
         vectors, present = _arrow_vectors(table, self.modalities, self.dim)
         self._index_vectors(np.arange(len(self._ids)), vectors, present)
@@ -227,6 +232,7 @@ class Index:
         self._ids.extend(ids)
         self._pos.update({i: start + k for k, i in enumerate(ids)})
         self._metadata.extend(dict(md) for md in (metadata or [{}] * n))
+        self._keys.update(key for md in self._metadata[start:] for key in md)
         self._alive = np.concatenate([self._alive, np.ones(n, bool)])
         self._index_vectors(np.arange(start, start + n), full, present)
 
@@ -298,9 +304,36 @@ class Index:
         bar.close()
         return done
 
-    def update(self, items: Any, batch_size: int = 1024) -> int:
-        """Replace items with the same ids (and insert new ones); each batch is one commit."""
-        return self.add(items, batch_size=batch_size, replace=True)
+    def update(
+        self,
+        items: Any,
+        batch_size: int = 1024,
+        on_commit: OnCommit | None = None,
+        progress: bool = False,
+        upsert: bool = True,
+    ) -> int:
+        """Replace the items with the same ids, committing every ``batch_size`` items (as :meth:`add`).
+
+        With ``upsert`` (the default) items whose id is not in the index are added; without it such ids
+        raise ``UnknownItemError`` naming them, before anything is written. Returns the number of items
+        written.
+        """
+        if not upsert:
+            from omnibind.data.dataset import Dataset
+
+            records = items.records if isinstance(items, Dataset) else list(items)
+            items = items if isinstance(items, Dataset) else records
+            missing = [r.id for r in records if not self._is_live(str(r.id))]
+            if missing:
+                shown = ", ".join(repr(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+                raise UnknownItemError(
+                    f"{len(missing)} of the ids to update are not in {self.path} ({shown}); nothing was "
+                    "written"
+                )
+        return self.add(items, batch_size=batch_size, on_commit=on_commit, progress=progress, replace=True)
+
+    def _is_live(self, item_id: str) -> bool:
+        return item_id in self._pos and bool(self._alive[self._pos[item_id]])
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete items by id (one commit); unknown ids raise ``UnknownItemError``. Returns the count."""
@@ -317,6 +350,7 @@ class Index:
     def _forget(self, ids: Sequence[str]) -> None:
         positions = np.array([self._pos.pop(i) for i in ids], np.int64)
         self._alive[positions] = False
+        self._keys.subtract(key for p in positions.tolist() for key in self._metadata[p])
         for s in self._sets.values():
             rows = np.flatnonzero(np.isin(s.items[: s.n], positions) & s.alive[: s.n])
             s.remove(rows)
@@ -421,7 +455,8 @@ class Index:
                 its best-matching one (``Hit.modality`` says which).
             k: at most this many hits, 1..10000.
             where: metadata filter (``{"colour": "red", "size": {"gte": 2}, "split": ["val", "test"]}``),
-                applied before ranking.
+                applied before ranking. A key that no item has raises ``SearchError`` (a typo would
+                otherwise match nothing); a key only some items have matches only those.
             min_score: stop before the first hit scoring below this.
             max_gap: stop before the first hit scoring more than this below the previous one.
 
@@ -435,10 +470,11 @@ class Index:
                 raise SearchError(f"{name} must be a finite number, got {v!r}")
         if target is not None:
             self._check_modality(target, "target modality")
-        vector, exclude = self.query_vector(query, target)
-        allowed = None
         if where:
-            allowed = filter_mask(self._metadata, where)
+            check_where(where)
+            self._check_keys(where)
+        vector, exclude = self.query_vector(query, target)
+        allowed = filter_mask(self._metadata, where) if where else None
         if exclude is not None:
             allowed = np.ones(len(self._ids), bool) if allowed is None else allowed
             allowed[self._pos[exclude]] = False
@@ -455,6 +491,23 @@ class Index:
         keep, why = adaptive_cut([s for _, (s, _) in ranked], k, min_score, max_gap)
         hits = [Hit(self._ids[p], float(s), m, self._metadata[p]) for p, (s, m) in ranked[:keep]]
         return SearchResult(hits, why, method)
+
+    def metadata_keys(self) -> list[str]:
+        """The metadata keys that at least one live item has, sorted."""
+        return sorted(key for key, count in self._keys.items() if count > 0)
+
+    def _check_keys(self, where: Mapping[str, Any]) -> None:
+        """Refuse a filter on a key no item has (with the nearest known key); an empty index has no
+        items to judge a key by, so every key passes (and matches nothing)."""
+        if not len(self):
+            return
+        known = self.metadata_keys()
+        for key in where:
+            if self._keys[key] > 0:
+                continue
+            listed = ", ".join(known[:30]) + (f", ... ({len(known)} in all)" if len(known) > 30 else "")
+            has = f"the items of this index have: {listed}" if known else "no item of this index has metadata"
+            raise SearchError(f"unknown metadata key '{key}' in the filter{nearest(key, known)}; {has}")
 
     def search_many(self, vectors: np.ndarray, target: str, k: int = 10) -> list[list[tuple[str, float]]]:
         """Exact top-``k`` for a batch of raw query vectors ``[Q, D]`` against one target (batched

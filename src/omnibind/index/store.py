@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -103,25 +104,21 @@ class ItemStore:
     """
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        import lancedb
-
         self.path = path
         self.meta = meta
         self.modalities: list[str] = list(meta["modalities"])
         self.dim = int(meta["dim"])
-        self._db = lancedb.connect(str(path / "db"))
+        self._db = _connect(path / "db")
         self.table = self._db.open_table(TABLE)
 
     @classmethod
     def create(cls, path: str | Path, meta: dict[str, Any]) -> ItemStore:
         """Make the table, then write ``index.json`` (so a directory with ``index.json`` has a table)."""
-        import lancedb
-
         path = Path(path)
         if (path / META_NAME).exists():
             raise IndexStoreError(f"{path} already holds an index; open it, or choose another directory")
         path.mkdir(parents=True, exist_ok=True)
-        db = lancedb.connect(str(path / "db"))
+        db = _connect(path / "db")
         db.create_table(TABLE, schema=_schema(meta["modalities"], int(meta["dim"])), mode="overwrite")
         write_json_atomic(path / META_NAME, {"format": FORMAT, **meta})
         return cls(path, read_meta(path))
@@ -173,6 +170,19 @@ class ItemStore:
         with warnings.catch_warnings():  # "removes every version but the latest" is what compact means
             warnings.simplefilter("ignore", UserWarning)
             self.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+
+
+def _connect(db_dir: Path) -> Any:
+    """The LanceDB database in ``db_dir``, with the storage engine's own log quiet unless asked for."""
+    # LanceDB's Rust core logs to stderr at the level in LANCEDB_LOG, read once when lancedb is first
+    # imported; its default prints a WARN "No existing dataset at ..." for every new index. Errors still
+    # show, and a level the user set (LANCEDB_LOG=info to debug) wins. LANCE_LOG is the same switch of the
+    # separate `pylance` package, which lancedb uses for some operations when it is installed.
+    os.environ.setdefault("LANCEDB_LOG", "error")
+    os.environ.setdefault("LANCE_LOG", "error")
+    import lancedb
+
+    return lancedb.connect(str(db_dir))
 
 
 def _sql_string(value: str) -> str:

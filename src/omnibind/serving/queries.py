@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from omnibind.index import SearchResult
 from omnibind.serving import schemas as s
 from omnibind.serving.errors import ApiError
 from omnibind.serving.service import Service
@@ -99,18 +100,33 @@ def run_search(service: Service, req: s.SearchRequest, uploads: list[Upload]) ->
         result = service.index.search(
             query, target=req.target, k=req.k, where=req.where, min_score=req.min_score, max_gap=req.max_gap
         )
-        hits = [
-            {
-                "id": h.id,
-                "score": h.score,
-                "modality": h.modality,
-                "metadata": h.metadata,
-                "item": service.item_view(h.id)["modalities"] if req.include_items else None,
-            }
-            for h in result.hits
-        ]
-    took = (time.perf_counter() - start) * 1000
-    return {"hits": hits, "stopped_because": result.stopped_because, "method": result.method, "took_ms": took}
+        items = None
+        if req.include_items:
+            items = {h.id: service.item_view(h.id)["modalities"] for h in result.hits}
+    return search_body(result, (time.perf_counter() - start) * 1000, items)
+
+
+def search_body(
+    result: SearchResult, took_ms: float, items: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The ``SearchResponse`` body of a search result: what ``POST /v1/search`` answers and
+    ``omnibind search --json`` prints. ``items`` maps hit ids to their ``item`` (with ``include_items``)."""
+    hits = [
+        {
+            "id": h.id,
+            "score": h.score,
+            "modality": h.modality,
+            "metadata": h.metadata,
+            "item": None if items is None else items[h.id],
+        }
+        for h in result.hits
+    ]
+    return {
+        "hits": hits,
+        "stopped_because": result.stopped_because,
+        "method": result.method,
+        "took_ms": took_ms,
+    }
 
 
 def run_embed(service: Service, req: s.EmbedRequest) -> dict[str, Any]:
