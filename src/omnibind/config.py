@@ -181,6 +181,9 @@ class TrainConfig:
         early_stopping_mode: ``max`` or ``min``.
         threads: torch intra-op threads (0: leave torch's default).
         progress: show a progress bar.
+        device: ``auto`` (CUDA where there is one, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``fp32``, ``bf16`` / ``fp16`` (autocast; losses in fp32; fp16 with a GradScaler, CUDA
+            only) or ``fp64`` (float64 parameters, for exactness checks).
     """
 
     epochs: int = 10
@@ -198,6 +201,8 @@ class TrainConfig:
     early_stopping_mode: str = "max"
     threads: int = 0
     progress: bool = True
+    device: str = "auto"
+    precision: str = "fp32"
 
 
 @dataclass
@@ -470,6 +475,14 @@ def _check_values(cfg: RunConfig) -> None:
         )
     if cfg.model.dim < 1:
         raise ConfigError(f"model.dim must be a positive integer, got {cfg.model.dim}")
+    from omnibind.training.precision import PRECISIONS, check_device_spec
+
+    check_device_spec(cfg.train.device)
+    if cfg.train.precision not in PRECISIONS:
+        raise ConfigError(
+            f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}"
+            f"{nearest(cfg.train.precision, list(PRECISIONS))}"
+        )
     if cfg.train.batch_size < 2:
         raise ConfigError(
             f"train.batch_size must be at least 2 (contrastive losses need negatives), "

@@ -110,7 +110,15 @@ class OmniModel(nn.Module):
 
     def encode_modality(self, modality: str, values: Tensor | list[str]) -> Tensor:
         """Embed the collated values of one modality. Returns ``[n, D]`` (unit rows unless
-        ``model.normalize`` is false)."""
+        ``model.normalize`` is false) on the model's device.
+
+        Tensor values move to the model's device, floating ones to its dtype (float64 for a model in
+        ``fp64``), so callers may pass CPU tensors as the data pipeline makes them.
+        """
+        if isinstance(values, Tensor):
+            ref = self.log_logit_scale
+            dtype = ref.dtype if values.is_floating_point() else values.dtype
+            values = values.to(device=ref.device, dtype=dtype, non_blocking=True)
         if self.config.model.freeze_encoders:
             with torch.no_grad():
                 features = self.encoders[modality](values)  # [n, width]
@@ -151,8 +159,8 @@ class OmniModel(nn.Module):
         size = len(batch)
         out: Embeddings = {}
         for m, name in enumerate(self.modalities):
-            rows = batch.present[:, m].nonzero().squeeze(1)  # [n]
             full = self.log_logit_scale.new_zeros(size, self.dim)  # [B, D]
+            rows = batch.present[:, m].nonzero().squeeze(1).to(full.device)  # [n]
             if name in batch.values and rows.numel() > 0:
                 full = full.index_copy(0, rows, self.encode_modality(name, batch.values[name]))
             out[name] = full
@@ -168,7 +176,7 @@ class OmniModel(nn.Module):
             batch_size: values per forward pass.
 
         Returns:
-            ``Tensor[len(items), D]`` of unit rows.
+            ``Tensor[len(items), D]`` of unit rows (float32, on the CPU, wherever the model runs).
         """
         if modality not in self.kinds:
             raise OmnibindError(
@@ -186,7 +194,7 @@ class OmniModel(nn.Module):
             self.train(was_training)
         if not chunks:
             return torch.zeros(0, self.dim)
-        return torch.cat(chunks)
+        return torch.cat(chunks).float().cpu()
 
     @property
     def joint_similarity(self) -> str:
@@ -224,13 +232,19 @@ class OmniModel(nn.Module):
         return write_artifact(directory, self, self.config, self.kinds, FORMAT)
 
     @classmethod
-    def load(cls, directory: str | Path) -> OmniModel:
-        """Load a model saved by :meth:`save`; needs no training code. Returns it in eval mode."""
+    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> OmniModel:
+        """Load a model saved by :meth:`save`; needs no training code. Returns it in eval mode, in
+        float32, on ``device`` (``auto | cpu | cuda | cuda:N | mps`` or a ``torch.device``; default the
+        CPU)."""
         config, weights = read_artifact(
             Path(directory), FORMAT, "a run directory holds the model in its 'model/' folder"
         )
         model = cls(config)
         model.load_state_dict(weights)
+        if device is not None:
+            from omnibind.training.precision import resolve_device
+
+            model.to(resolve_device(device) if isinstance(device, str) else device)
         model.eval()
         return model
 
@@ -254,7 +268,8 @@ def write_artifact(
     directory.mkdir(parents=True, exist_ok=True)
     for name, kind in kinds.items():
         config.modalities[name].stats = kind.state()
-    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    # on the CPU whatever device trained it; an fp64 run keeps its float64 weights (loading casts them)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
     write_bytes_atomic(directory / WEIGHTS_NAME, save(state, metadata={"format": fmt}))
     write_json_atomic(directory / CONFIG_NAME, {"format": fmt, "config": config.to_dict()})
     return directory

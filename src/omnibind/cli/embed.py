@@ -12,6 +12,9 @@ def embed(
     data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
     out: Path = typer.Option(..., "--out", help="Parquet file to write."),
     batch_size: int = typer.Option(256, help="Items per forward pass."),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA where there is one), cpu, cuda[:N], mps."
+    ),
 ) -> None:
     """Embed every item of DATA: one row per item, one list<float32> column per modality (null if absent)."""
     import pyarrow as pa
@@ -22,7 +25,7 @@ def embed(
     from omnibind.io import write_bytes_atomic
     from omnibind.model import OmniModel, model_dir
 
-    model = OmniModel.load(model_dir(run))
+    model = OmniModel.load(model_dir(run), device=device)
     splits = build_splits(model.config, build_kinds(model.config), fit=False, source=data)
     columns: dict[str, list] = {"id": [], "split": [], "label": []}
     for m in model.modalities:

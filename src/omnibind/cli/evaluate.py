@@ -52,6 +52,7 @@ def evaluate_run(
     history: list[dict[str, Any]] | None = None,
     split: str = "",
     overwrite: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the model of ``run`` and write the metrics and the report (with plots) at ``out``.
 
@@ -69,7 +70,7 @@ def evaluate_run(
         return _evaluate_classifier([run], data, out, split, overwrite=overwrite)
     out = metrics_path(out)
     name = refuse_to_replace(out, (RETRIEVAL_PNG, ZERO_SHOT_PNG, TRAINING_PNG), overwrite)
-    model = OmniModel.load(model_dir(run))
+    model = OmniModel.load(model_dir(run), device=device)
     cfg = model.config
     kinds = build_kinds(cfg)
     split = split or (cfg.eval.split if data is None else "all")
@@ -314,6 +315,9 @@ def evaluate(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the metrics and report files of an earlier evaluation."
     ),
+    device: str = typer.Option(
+        "auto", "--device", help="Embedding runs: auto (CUDA where there is one), cpu, cuda[:N], mps."
+    ),
 ) -> None:
     """Evaluate trained models: retrieval and zero-shot for embedding runs; for classify runs accuracy,
     macro-F1 and AUROC per modality subset, with --robustness and --importance, over seeds."""
@@ -332,4 +336,4 @@ def evaluate(
             f"{what}: only for classify runs (a config with a 'task' section); {run} holds embedding "
             "model(s): evaluate one run at a time and compare them with `omnibind report`"
         )
-    evaluate_run(runs[0], data or None, out, split=split, overwrite=overwrite)
+    evaluate_run(runs[0], data or None, out, split=split, overwrite=overwrite, device=device)

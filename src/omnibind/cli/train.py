@@ -107,7 +107,14 @@ def _train_one(cfg: Any, out: Path, resume: bool, evaluate: bool) -> dict[str, A
         from omnibind.cli.evaluate import NoSplitError, evaluate_run
 
         try:
-            evaluate_run(out, data=None, out=out / "metrics.json", history=result.history, overwrite=True)
+            evaluate_run(
+                out,
+                data=None,
+                out=out / "metrics.json",
+                history=result.history,
+                overwrite=True,
+                device=cfg.train.device,
+            )
         except NoSplitError as exc:
             _no_split(exc.split)
     return None

@@ -25,7 +25,8 @@ def embed_dataset(model: OmniModel, dataset: Dataset, batch_size: int = 256) -> 
     """Embed every present value of ``dataset``.
 
     Returns:
-        ``({modality: Tensor[N, D]}, present bool[N, M])``; rows of absent values are zero.
+        ``({modality: Tensor[N, D]}, present bool[N, M])``, float32 on the CPU wherever the model runs;
+        rows of absent values are zero.
     """
     was_training = model.training
     model.eval()
@@ -34,7 +35,7 @@ def embed_dataset(model: OmniModel, dataset: Dataset, batch_size: int = 256) -> 
         for start in range(0, len(dataset), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(dataset)))
             for name, z in model.encode(dataset.batch(idx)).items():
-                parts[name].append(z)
+                parts[name].append(z.float().cpu())  # metrics run on the CPU, in float32
     finally:
         model.train(was_training)
     embeddings = {m: torch.cat(v) if v else torch.zeros(0, model.dim) for m, v in parts.items()}

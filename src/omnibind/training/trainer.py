@@ -4,14 +4,15 @@
 objective, and runs AdamW with warm-up + cosine decay and gradient clipping. Each step is::
 
     batch = train_set.batch(order[...])                      # index gather: data is prepared once
-    embeddings = model.encode(batch)                         # {modality: [B, D]}, present rows only
+    with autocast: embeddings = model.encode(batch)          # {modality: [B, D]}, present rows only
     out = objective(embeddings, batch.present, model.logit_scale, generator)
     out.loss.backward(); clip; optimizer.step(); scheduler.step(); model.clamp_logit_scale()
 
 Validation, checkpoints, the metrics log, early stopping and the progress bar happen between steps. The
 data order of epoch ``e`` depends only on ``(seed, e)``, and the checkpoint holds every RNG state, so a
 run killed at any moment and resumed with ``resume=True`` ends with the same weights as an uninterrupted
-run.
+run. ``train.device`` and ``train.precision`` (see ``precision.py``) say where and in which format the
+step runs; the data stays on the CPU until the encoders take it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_
 from omnibind.training.checkpoint import CHECKPOINT_NAME
 from omnibind.training.init import adopt_init, copy_weights
 from omnibind.training.loop_state import LoopState
+from omnibind.training.precision import Precision, resolve_device
 
 
 @dataclass
@@ -89,6 +91,8 @@ def train(
     run_dir = Path(run_dir)
     ckpt_path = check_run_dir(run_dir, resume)
     tc = cfg.train
+    device = resolve_device(tc.device)
+    precision = Precision(tc.precision, device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -113,7 +117,16 @@ def train(
     if init and not resume:
         copy_weights(model, init, projections=copy_projections)
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
-    loop = LoopState(tc, {"model": model, "objective": objective}, len(train_set))
+    # weights are made on the CPU (the same initial weights on every device), then moved
+    model.to(device=device, dtype=precision.param_dtype)
+    objective.to(device=device, dtype=precision.param_dtype)
+    scaler = precision.grad_scaler()
+    loop = LoopState(
+        tc,
+        {"model": model, "objective": objective},
+        len(train_set),
+        states={"grad_scaler": scaler} if scaler is not None else None,
+    )
     plan, stopper = loop.plan, loop.stopper
     if resume:
         loop.restore(ckpt_path)
@@ -139,13 +152,25 @@ def train(
             batch = train_set.batch(order[i * plan.batch_size : (i + 1) * plan.batch_size])
             t1 = time.perf_counter()
             model.train()
-            embeddings = model.encode(batch)  # {modality: [B, D]}
-            out = objective(embeddings, batch.present, model.logit_scale, generator=loop.generator)
+            with precision.autocast():
+                embeddings = model.encode(batch)  # {modality: [B, D]}
+            # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
+            embeddings = {k: v.to(precision.loss_dtype) for k, v in embeddings.items()}
+            present = batch.present.to(device)
+            out = objective(embeddings, present, model.logit_scale, generator=loop.generator)
             loop.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            if scaler is not None:
+                scaler.scale(out.loss).backward()
+                scaler.unscale_(loop.optimizer)  # clip the true gradients
+            else:
+                out.loss.backward()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(loop.parameters(), tc.grad_clip)
-            loop.optimizer.step()
+            if scaler is not None:
+                scaler.step(loop.optimizer)
+                scaler.update()
+            else:
+                loop.optimizer.step()
             loop.scheduler.step()
             model.clamp_logit_scale()
             step = loop.step = step + 1
@@ -180,7 +205,7 @@ def train(
     if stopper is None or not (run_dir / "model").exists():
         model.save(run_dir / "model")
     else:
-        model = OmniModel.load(run_dir / "model")
+        model = OmniModel.load(run_dir / "model", device=device)
     timing = {
         "steps_timed": float(step - start_step),
         "data_wait_fraction": data_time / step_time if step_time else 0.0,
