@@ -184,6 +184,9 @@ class TrainConfig:
         device: ``auto`` (CUDA where there is one, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``fp32``, ``bf16`` / ``fp16`` (autocast; losses in fp32; fp16 with a GradScaler, CUDA
             only) or ``fp64`` (float64 parameters, for exactness checks).
+        micro_batch_size: encode each batch in micro-batches of this many items (GradCache: the loss still
+            sees the whole batch, activation memory is that of one micro-batch); 0: off. Must divide
+            ``batch_size``.
     """
 
     epochs: int = 10
@@ -203,6 +206,7 @@ class TrainConfig:
     progress: bool = True
     device: str = "auto"
     precision: str = "fp32"
+    micro_batch_size: int = 0
 
 
 @dataclass
@@ -482,6 +486,17 @@ def _check_values(cfg: RunConfig) -> None:
         raise ConfigError(
             f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}"
             f"{nearest(cfg.train.precision, list(PRECISIONS))}"
+        )
+    micro = cfg.train.micro_batch_size
+    if micro < 0 or (micro and cfg.train.batch_size % micro):
+        raise ConfigError(
+            f"train.micro_batch_size must be 0 (off) or divide train.batch_size ({cfg.train.batch_size}), "
+            f"got {micro}"
+        )
+    if micro and cfg.model.projection == "bn":
+        raise ConfigError(
+            "train.micro_batch_size with model.projection: bn: batch normalisation uses the statistics of "
+            "each micro-batch, so the step would differ from the whole batch's; use projection linear or mlp"
         )
     if cfg.train.batch_size < 2:
         raise ConfigError(

@@ -35,6 +35,7 @@ from omnibind.model import OmniModel
 from omnibind.objectives import create_objective
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.checkpoint import CHECKPOINT_NAME
+from omnibind.training.gradcache import cached_step
 from omnibind.training.init import adopt_init, copy_weights
 from omnibind.training.loop_state import LoopState
 from omnibind.training.precision import Precision, resolve_device
@@ -128,6 +129,12 @@ def train(
         states={"grad_scaler": scaler} if scaler is not None else None,
     )
     plan, stopper = loop.plan, loop.stopper
+    micro = tc.micro_batch_size
+    if micro and plan.batch_size % micro:
+        raise OmnibindError(
+            f"train.micro_batch_size {micro} does not divide the batch of {plan.batch_size} items (the "
+            f"training split has only {len(train_set)} items); choose a divisor of {plan.batch_size}"
+        )
     if resume:
         loop.restore(ckpt_path)
     step = loop.step
@@ -149,21 +156,26 @@ def train(
         order = epoch_order(tc.seed, epoch, len(train_set))
         for i in range(offset, plan.steps_per_epoch):
             t0 = time.perf_counter()
-            batch = train_set.batch(order[i * plan.batch_size : (i + 1) * plan.batch_size])
-            t1 = time.perf_counter()
+            indices = order[i * plan.batch_size : (i + 1) * plan.batch_size]
             model.train()
-            with precision.autocast():
-                embeddings = model.encode(batch)  # {modality: [B, D]}
-            # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
-            embeddings = {k: v.to(precision.loss_dtype) for k, v in embeddings.items()}
-            present = batch.present.to(device)
-            out = objective(embeddings, present, model.logit_scale, generator=loop.generator)
             loop.optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(out.loss).backward()
-                scaler.unscale_(loop.optimizer)  # clip the true gradients
+            if micro:  # GradCache: batches are made per micro-batch inside
+                t1 = time.perf_counter()
+                out = cached_step(
+                    model, objective, train_set.batch, indices, micro, precision, loop.generator, scaler
+                )
             else:
-                out.loss.backward()
+                batch = train_set.batch(indices)
+                t1 = time.perf_counter()
+                with precision.autocast():
+                    embeddings = model.encode(batch)  # {modality: [B, D]}
+                # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
+                embeddings = {k: v.to(precision.loss_dtype) for k, v in embeddings.items()}
+                present = batch.present.to(device)
+                out = objective(embeddings, present, model.logit_scale, generator=loop.generator)
+                (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
+            if scaler is not None:
+                scaler.unscale_(loop.optimizer)  # clip the true gradients
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(loop.parameters(), tc.grad_clip)
             if scaler is not None:
@@ -182,7 +194,7 @@ def train(
                 "train/loss": float(out.loss.detach()),
                 "lr": loop.scheduler.get_last_lr()[0],
                 "logit_scale": float(model.logit_scale.detach()),
-                "items_per_s": len(batch) / max(t2 - t0, 1e-9),
+                "items_per_s": len(indices) / max(t2 - t0, 1e-9),
                 "data_wait": (t1 - t0) / max(t2 - t0, 1e-9),
             }
             for cb in events:
