@@ -95,3 +95,16 @@ def test_fp16_on_the_cpu_is_refused() -> None:
     cfg = _cfg(device="cpu", precision="fp16")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         train(cfg, Path("/nonexistent/never-written"))
+
+
+def test_classify_runs_refuse_what_they_do_not_support_yet(tmp_path: Path) -> None:
+    from omnibind.errors import OmnibindError
+    from omnibind.training.classify import train_classifier
+
+    raw = tiny_shapes_config(n=60, epochs=1)
+    raw.pop("eval")
+    raw["task"] = {"type": "classify", "label": "shape"}
+    raw["train"]["precision"] = "bf16"
+    with pytest.raises(OmnibindError, match="train.precision: bf16 is for embedding runs"):
+        train_classifier(config_from_dict(raw), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -155,6 +155,20 @@ def train_classifier(
     ckpt_path = check_run_dir(run_dir, resume)
     policies = create_policies(task)  # a bad balance option stops the run before anything is read
     tc = cfg.train
+    unsupported = [
+        f"train.{key}: {value}"
+        for key, value, default in (
+            ("device", tc.device, ("auto", "cpu")),
+            ("precision", tc.precision, ("fp32",)),
+            ("micro_batch_size", tc.micro_batch_size, (0,)),
+        )
+        if value not in default
+    ]
+    if unsupported:
+        raise OmnibindError(
+            f"classify runs train on the CPU in fp32 for now; {', '.join(unsupported)} is for embedding "
+            "runs (a config without a 'task' section)"
+        )
     if tc.threads:
         torch.set_num_threads(tc.threads)
 
