@@ -28,6 +28,14 @@ def test_help_does_not_import_torch() -> None:
         assert command in result.output
 
 
+def test_python_dash_m_runs_the_cli() -> None:
+    """``python -m omnibind`` (what ``torchrun -m omnibind`` starts) is the same command line."""
+    out = subprocess.run(
+        [sys.executable, "-m", "omnibind", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "Usage: omnibind" in out.stdout and "train" in out.stdout
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("cli")
