@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from omnibind.cli.main import app
@@ -299,3 +300,19 @@ def test_index_build_keeps_storage_engine_logs_out(run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "indexed 12 items" in done.stdout
     assert "lance" not in (done.stdout + done.stderr).lower(), done.stderr
+
+
+def test_index_build_honours_device(run, tmp_path):
+    runner = CliRunner()
+    data = SHAPES.format(n=8, seed=4)
+    r = runner.invoke(
+        app, ["index", "build", str(run), "--data", data, "--out", str(tmp_path / "a"), "--device", "cpu"]
+    )
+    assert r.exit_code == 0 and "indexed 8 items" in r.output, r.output
+    if not torch.cuda.is_available():
+        out = tmp_path / "b"
+        r = runner.invoke(
+            app, ["index", "build", str(run), "--data", data, "--out", str(out), "--device", "cuda"]
+        )
+        assert r.exit_code == 2 and "sees no CUDA device" in r.output
+        assert not (out / "index.json").exists(), "nothing is written before the device is checked"

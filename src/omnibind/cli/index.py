@@ -35,11 +35,13 @@ def build(
     batch_size: int = typer.Option(1024, help="Items per commit."),
     exact_threshold: int = typer.Option(200_000, help="Vectors per modality above which HNSW is used."),
     prefix: int = typer.Option(64, help="Matryoshka prefix width of the HNSW graph."),
+    device: str = typer.Option("auto", "--device", help="Where the model embeds: auto, cpu, cuda[:N], mps."),
 ) -> None:
     """Embed every item of DATA with the model of RUN into a new index at OUT."""
     from omnibind.index import Index, SearchSettings
 
-    index = Index.create(out, run, SearchSettings(exact_threshold=exact_threshold, prefix=prefix))
+    settings = SearchSettings(exact_threshold=exact_threshold, prefix=prefix)
+    index = Index.create(out, run, settings, device=device)
     total = _add(index, data, root, batch_size)
     typer.echo(
         f"indexed {total} items ({', '.join(f'{m}: {n}' for m, n in index.counts().items())}) -> {out}"
@@ -51,11 +53,12 @@ def add(
     data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
     root: str = typer.Option(None, "--root", help="Data folder for built-in loaders that need one."),
     batch_size: int = typer.Option(1024, help="Items per commit."),
+    device: str = typer.Option("auto", "--device", help="Where the model embeds: auto, cpu, cuda[:N], mps."),
 ) -> None:
     """Add the items of DATA to INDEX (no rebuild); prints a line after each committed batch."""
     from omnibind.index import Index
 
-    index = Index.open(index_dir)
+    index = Index.open(index_dir, device=device)
     total = _add(index, data, root, batch_size)
     typer.echo(f"added {total} items; the index holds {len(index)}")
 
@@ -66,12 +69,13 @@ def update(
     root: str = typer.Option(None, "--root", help="Data folder for built-in loaders that need one."),
     batch_size: int = typer.Option(1024, help="Items per commit."),
     upsert: bool = typer.Option(False, "--upsert", help="Also add the items whose id is not in INDEX."),
+    device: str = typer.Option("auto", "--device", help="Where the model embeds: auto, cpu, cuda[:N], mps."),
 ) -> None:
     """Replace the items of INDEX that have the ids of DATA's items; an id not in INDEX is an error
     (nothing is written) unless --upsert."""
     from omnibind.index import Index, UnknownItemError
 
-    index = Index.open(index_dir)
+    index = Index.open(index_dir, device=device)
     records = _records(index.modalities, data, root)
     known = set(index.ids())
     replaced = sum(r.id in known for r in records)

@@ -77,8 +77,11 @@ class Index:
         model: the model, if already loaded (else loaded on the first raw-value query or add).
     """
 
-    def __init__(self, store: ItemStore, settings: SearchSettings, model: Any = None) -> None:
+    def __init__(
+        self, store: ItemStore, settings: SearchSettings, model: Any = None, device: str | None = None
+    ) -> None:
         self.store = store
+        self.device = device  # where the model embeds (None: the CPU); vectors and search stay on the CPU
         self.settings = settings
         self.path = store.path
         self.modalities: list[str] = list(store.modalities)
@@ -90,9 +93,12 @@ class Index:
 
     # ---- lifecycle -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, model: Any, settings: SearchSettings | None = None) -> Index:
+    def create(
+        cls, path: str | Path, model: Any, settings: SearchSettings | None = None, device: str | None = None
+    ) -> Index:
         """Make an empty index at ``path`` for ``model`` (a model or run folder, or an ``OmniModel``;
-        an in-memory model is saved into ``path/model``)."""
+        an in-memory model is saved into ``path/model``). A model loaded from a folder embeds on
+        ``device`` (``auto | cpu | cuda[:N] | mps``; default the CPU)."""
         path = Path(path)
         if (path / "index.json").exists():
             raise IndexStoreError(f"{path} already holds an index; open it, or choose another directory")
@@ -105,7 +111,7 @@ class Index:
         if loaded is None:
             from omnibind.model import OmniModel
 
-            loaded = OmniModel.load(model_dir)
+            loaded = OmniModel.load(model_dir, device=device)
         settings = settings or SearchSettings()
         meta = {
             "model": {"path": str(model_dir), "sha256": digest},
@@ -115,11 +121,18 @@ class Index:
             "settings": dataclasses.asdict(settings),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        return cls(ItemStore.create(path, meta), settings, loaded)
+        return cls(ItemStore.create(path, meta), settings, loaded, device)
 
     @classmethod
-    def open(cls, path: str | Path, model: Any = None, settings: SearchSettings | None = None) -> Index:
-        """Open an index. A ``model`` given here must be the one the index was built with."""
+    def open(
+        cls,
+        path: str | Path,
+        model: Any = None,
+        settings: SearchSettings | None = None,
+        device: str | None = None,
+    ) -> Index:
+        """Open an index. A ``model`` given here must be the one the index was built with; the model
+        loaded from ``index.json`` embeds on ``device`` (default the CPU)."""
         store = ItemStore.open(path)
         if settings is None:
             settings = SearchSettings(**store.meta.get("settings", {}))
@@ -127,7 +140,7 @@ class Index:
         if model is not None:
             loaded, model_dir, digest = _model_identity(model)
             _check_identity(store, digest, str(model_dir or "the given model"))
-        return cls(store, settings, loaded)
+        return cls(store, settings, loaded, device)
 
     @property
     def model(self) -> Any:
@@ -143,7 +156,7 @@ class Index:
                     "need it (vector and id queries still work)"
                 )
             _check_identity(self.store, model_hash(model_dir), str(model_dir))
-            self._model = OmniModel.load(model_dir)
+            self._model = OmniModel.load(model_dir, device=self.device)
         return self._model
 
     def _load(self) -> None:
