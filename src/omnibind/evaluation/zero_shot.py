@@ -199,5 +199,5 @@ def candidate_accuracy(
     from omnibind.evaluation.retrieval import joint_scores
 
     scores = joint_scores(list(query_embs), candidate_embs, similarity)  # [n, C]
-    hits = (scores.argmax(dim=1) == truth).float()
+    hits = (scores.argmax(dim=1) == truth).double()  # a share of a count: no float32 rounding
     return {"accuracy": float(hits.mean()) if len(hits) else float("nan"), "n": int(len(hits))}
