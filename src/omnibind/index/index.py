@@ -34,7 +34,6 @@ from omnibind.index.search import (
     SearchSettings,
     VectorSet,
     adaptive_cut,
-    check_where,
     filter_mask,
 )
 from omnibind.index.store import (
@@ -254,7 +253,7 @@ class Index:
             dup = next(i for i in ids if ids.count(i) > 1)
             raise DataError("the id appears twice in one add", record_id=dup)
         if not replace:
-            taken = [i for i in ids if i in self._pos and self._alive[self._pos[i]]]
+            taken = [i for i in ids if self._is_live(i)]
             if taken:
                 raise DataError(
                     f"already in the index ({len(taken)} ids); use update to replace items",
@@ -281,7 +280,8 @@ class Index:
         from omnibind.data.dataset import Dataset, prepare_dataset
         from omnibind.evaluation.evaluate import embed_dataset
 
-        records = items.records if isinstance(items, Dataset) else list(items)
+        items = _records_or_dataset(items)
+        records = items if isinstance(items, list) else items.records
         done = 0
         bar = tqdm(total=len(records), desc="indexing", unit="item", disable=not progress)
         for start in range(0, len(records), batch_size):
@@ -332,10 +332,8 @@ class Index:
         written.
         """
         if not upsert:
-            from omnibind.data.dataset import Dataset
-
-            records = items.records if isinstance(items, Dataset) else list(items)
-            items = items if isinstance(items, Dataset) else records
+            items = _records_or_dataset(items)  # a generator is read once, here
+            records = items if isinstance(items, list) else items.records
             missing = [r.id for r in records if not self._is_live(str(r.id))]
             if missing:
                 shown = ", ".join(repr(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
@@ -483,11 +481,11 @@ class Index:
                 raise SearchError(f"{name} must be a finite number, got {v!r}")
         if target is not None:
             self._check_modality(target, "target modality")
-        if where:
-            check_where(where)
+        allowed = None
+        if where:  # a bad filter is refused before the query is embedded
             self._check_keys(where)
+            allowed = filter_mask(self._metadata, where)  # checks the operators
         vector, exclude = self.query_vector(query, target)
-        allowed = filter_mask(self._metadata, where) if where else None
         if exclude is not None:
             allowed = np.ones(len(self._ids), bool) if allowed is None else allowed
             allowed[self._pos[exclude]] = False
@@ -544,6 +542,13 @@ def _check_identity(store: ItemStore, digest: str, where: str) -> None:
             f"expects {expected[:12]}... from {store.meta['model']['path']}); rebuild the index with this "
             "model or use the original one"
         )
+
+
+def _records_or_dataset(items: Any) -> Any:
+    """``items`` as a prepared ``Dataset`` (kept) or a list of records (an iterable is read once)."""
+    from omnibind.data.dataset import Dataset
+
+    return items if isinstance(items, Dataset) else list(items)
 
 
 def _item_metadata(record: Any) -> dict[str, Any]:
