@@ -479,14 +479,10 @@ def _check_values(cfg: RunConfig) -> None:
         )
     if cfg.model.dim < 1:
         raise ConfigError(f"model.dim must be a positive integer, got {cfg.model.dim}")
-    from omnibind.training.precision import PRECISIONS, check_device_spec
+    from omnibind.training.precision import check_device_spec, check_precision_name
 
     check_device_spec(cfg.train.device)
-    if cfg.train.precision not in PRECISIONS:
-        raise ConfigError(
-            f"train.precision must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}"
-            f"{nearest(cfg.train.precision, list(PRECISIONS))}"
-        )
+    check_precision_name(cfg.train.precision)
     micro = cfg.train.micro_batch_size
     if micro < 0 or (micro and cfg.train.batch_size % micro):
         raise ConfigError(

@@ -81,7 +81,7 @@ def cached_step(
             with precision.autocast():
                 embeddings = model.encode(batch)
             for name, z in embeddings.items():
-                parts[name].append(z.to(precision.loss_dtype))
+                parts[name].append(z.to(precision.dtype))
     after = _rng_state(device)
     leaves = {m: torch.cat(v).requires_grad_(True) for m, v in parts.items()}  # {m: [B, D]}
     present = torch.cat(presents).to(device)
@@ -96,7 +96,7 @@ def cached_step(
             embeddings = model.encode(batch_of(chunk))
         names = [m for m in embeddings if leaves[m].grad is not None]
         torch.autograd.backward(
-            [embeddings[m].to(precision.loss_dtype) for m in names],
+            [embeddings[m].to(precision.dtype) for m in names],
             [leaves[m].grad[rows] for m in names],  # type: ignore[index]
         )
     _set_rng_state(after, device)  # the RNG moves on as after one pass over the batch

@@ -27,6 +27,15 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16", "fp64")
 
 
+def check_precision_name(name: str) -> None:
+    """Refuse a ``train.precision`` that is not ``fp32 | bf16 | fp16 | fp64``."""
+    if name not in PRECISIONS:
+        raise ConfigError(
+            f"train.precision must be one of {', '.join(PRECISIONS)}, got {name!r}"
+            f"{nearest(name, list(PRECISIONS))}"
+        )
+
+
 def check_device_spec(spec: str) -> None:
     """Refuse a ``train.device`` that is not ``auto | cpu | cuda | cuda:N | mps`` (without probing)."""
     base, _, index = spec.partition(":")
@@ -75,11 +84,7 @@ class Precision:
     device: torch.device
 
     def __post_init__(self) -> None:
-        if self.name not in PRECISIONS:
-            raise ConfigError(
-                f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.name!r}"
-                f"{nearest(self.name, list(PRECISIONS))}"
-            )
+        check_precision_name(self.name)
         if self.name == "fp16" and self.device.type != "cuda":
             raise ConfigError(
                 f"train.precision fp16 needs a CUDA device (here: {self.device.type}); on the CPU use bf16, "
@@ -89,14 +94,10 @@ class Precision:
             raise ConfigError("train.precision fp64: Apple GPUs have no float64; use cpu or cuda")
 
     @property
-    def param_dtype(self) -> torch.dtype:
-        """The dtype of the model's parameters: float64 for ``fp64``, else float32 (autocast casts)."""
+    def dtype(self) -> torch.dtype:
+        """The dtype of the parameters and of every loss: float64 for ``fp64``, else float32 (autocast
+        runs the encoders in half precision; their embeddings are cast back before the objective)."""
         return torch.float64 if self.name == "fp64" else torch.float32
-
-    @property
-    def loss_dtype(self) -> torch.dtype:
-        """The dtype embeddings are cast to before the objective: losses are never in half precision."""
-        return self.param_dtype
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:

@@ -119,8 +119,8 @@ def train(
         copy_weights(model, init, projections=copy_projections)
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
     # weights are made on the CPU (the same initial weights on every device), then moved
-    model.to(device=device, dtype=precision.param_dtype)
-    objective.to(device=device, dtype=precision.param_dtype)
+    model.to(device=device, dtype=precision.dtype)
+    objective.to(device=device, dtype=precision.dtype)
     scaler = precision.grad_scaler()
     loop = LoopState(
         tc,
@@ -170,7 +170,7 @@ def train(
                 with precision.autocast():
                     embeddings = model.encode(batch)  # {modality: [B, D]}
                 # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
-                embeddings = {k: v.to(precision.loss_dtype) for k, v in embeddings.items()}
+                embeddings = {k: v.to(precision.dtype) for k, v in embeddings.items()}
                 present = batch.present.to(device)
                 out = objective(embeddings, present, model.logit_scale, generator=loop.generator)
                 (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
