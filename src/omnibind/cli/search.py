@@ -66,9 +66,7 @@ def search(
         max_gap=max_gap,
     )
     if as_json:
-        from omnibind.serving.queries import search_body
-
-        typer.echo(json.dumps(search_body(result, (time.perf_counter() - start) * 1000)))
+        typer.echo(json.dumps(result.to_json((time.perf_counter() - start) * 1000)))
         return
     table = Table(title=f"{len(result.hits)} results ({result.method}; stopped: {result.stopped_because})")
     for col in ("rank", "id", "score", "modality", "metadata"):

@@ -72,6 +72,27 @@ class SearchResult:
     stopped_because: str
     method: str = "exact"
 
+    def to_json(self, took_ms: float, items: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The body ``POST /v1/search`` answers and ``omnibind search --json`` prints:
+        ``{"hits": [{"id", "score", "modality", "metadata", "item"}], "stopped_because", "method",
+        "took_ms"}``; ``items`` maps hit ids to their ``item`` (the server's ``include_items``)."""
+        hits = [
+            {
+                "id": h.id,
+                "score": h.score,
+                "modality": h.modality,
+                "metadata": h.metadata,
+                "item": None if items is None else items[h.id],
+            }
+            for h in self.hits
+        ]
+        return {
+            "hits": hits,
+            "stopped_because": self.stopped_because,
+            "method": self.method,
+            "took_ms": took_ms,
+        }
+
 
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the ``k`` largest of ``scores`` ``[n]``, best first (``-inf`` rows dropped)."""

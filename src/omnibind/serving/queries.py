@@ -10,7 +10,6 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from omnibind.index import SearchResult
 from omnibind.serving import schemas as s
 from omnibind.serving.errors import ApiError
 from omnibind.serving.service import Service
@@ -103,30 +102,7 @@ def run_search(service: Service, req: s.SearchRequest, uploads: list[Upload]) ->
         items = None
         if req.include_items:
             items = {h.id: service.item_view(h.id)["modalities"] for h in result.hits}
-    return search_body(result, (time.perf_counter() - start) * 1000, items)
-
-
-def search_body(
-    result: SearchResult, took_ms: float, items: dict[str, dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """The ``SearchResponse`` body of a search result: what ``POST /v1/search`` answers and
-    ``omnibind search --json`` prints. ``items`` maps hit ids to their ``item`` (with ``include_items``)."""
-    hits = [
-        {
-            "id": h.id,
-            "score": h.score,
-            "modality": h.modality,
-            "metadata": h.metadata,
-            "item": None if items is None else items[h.id],
-        }
-        for h in result.hits
-    ]
-    return {
-        "hits": hits,
-        "stopped_because": result.stopped_because,
-        "method": result.method,
-        "took_ms": took_ms,
-    }
+    return result.to_json((time.perf_counter() - start) * 1000, items)
 
 
 def run_embed(service: Service, req: s.EmbedRequest) -> dict[str, Any]:
