@@ -14,6 +14,7 @@ from omnibind.cli import index as index_cmd
 from omnibind.cli import report as report_cmd
 from omnibind.cli import search as search_cmd
 from omnibind.cli import serve as serve_cmd
+from omnibind.cli import shards as shards_cmd
 
 app = typer.Typer(
     name="omnibind",
@@ -46,6 +47,7 @@ app.command("train")(_friendly(train.train))
 app.command("eval")(_friendly(evaluate.evaluate))
 app.command("embed")(_friendly(embed.embed))
 app.command("info")(_friendly(info.info))
+app.command("shards")(_friendly(shards_cmd.shards))
 index_app = typer.Typer(help="Build and change search indexes.", no_args_is_help=True)
 index_app.command("build")(_friendly(index_cmd.build))
 index_app.command("add")(_friendly(index_cmd.add))

@@ -1,8 +1,10 @@
 """Resolve a data source string to records.
 
-A source is a manifest path (JSONL, CSV, Parquet) or ``builtin:NAME[?k=v&k2=v2]``. Built-in sources are
-functions registered in :data:`SOURCES`; each takes keyword options (parsed from the query string, with
-``root`` added when the loader needs a data folder) and returns :class:`LoadedData`.
+A source is a manifest path (JSONL, CSV, Parquet), WebDataset shards (a folder with ``shards.json``, a
+``.tar`` or a brace pattern ``DIR/shard-{000000..000031}.tar``; see :mod:`omnibind.data.shards`) or
+``builtin:NAME[?k=v&k2=v2]``. Built-in sources are functions registered in :data:`SOURCES`; each takes
+keyword options (parsed from the query string, with ``root`` added when the loader needs a data folder)
+and returns :class:`LoadedData`.
 """
 
 from __future__ import annotations
@@ -91,15 +93,16 @@ def load_source(
     on_error: str = "stop",
     **extra: Any,
 ) -> LoadedData:
-    """Load the records of ``source``: a built-in generator/loader or a manifest path.
+    """Load the records of ``source``: a built-in generator/loader, shards or a manifest path.
 
     Args:
-        source: ``builtin:NAME[?k=v]`` or a path to a JSONL/CSV/Parquet manifest.
+        source: ``builtin:NAME[?k=v]``, shards (a folder with ``shards.json``, a ``.tar``, a brace
+            pattern) or a path to a JSONL/CSV/Parquet manifest.
         root: data folder for loaders that need one.
         modalities: the declared modality names; a manifest column that is neither reserved nor declared
-            is an error.
-        on_error: for a manifest, ``"skip"`` drops rows that cannot be items (no id, no modality, ...) and
-            lists them in ``LoadedData.skipped``; ``"stop"`` raises the first.
+            is an error; built-in sources and shards keep the declared modalities.
+        on_error: for a manifest or shards, ``"skip"`` drops rows that cannot be items (no id, no
+            modality, ...) and lists them in ``LoadedData.skipped``; ``"stop"`` raises the first.
         extra: options that override the query-string options of a built-in source.
     """
     if source.startswith("builtin:"):
@@ -123,6 +126,10 @@ def load_source(
         if modalities is not None:
             loaded.records = _keep_declared(loaded.records, modalities)
         return loaded
+    from omnibind.data.shards import is_shard_source, load_shards
+
+    if is_shard_source(source):
+        return load_shards(source, modalities, on_error)
     from omnibind.data.manifest import read_manifest_rows
 
     records, skipped = read_manifest_rows(Path(source), modalities, on_error)

@@ -1,4 +1,5 @@
-"""Audio kind: a WAV file or a waveform array -> log-mel spectrogram ``[channels, n_mels, frames]``."""
+"""Audio kind: a WAV file (or shard member) or a waveform array -> log-mel spectrogram
+``[channels, n_mels, frames]``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omnibind.data.kinds.base import KINDS, ModalityKind
-from omnibind.io import data_file
+from omnibind.data.kinds.base import KINDS, ModalityKind, OpenedFile, open_file_value, read_structured
+from omnibind.data.shards import ShardMember
 
 
 @dataclass
@@ -106,8 +107,8 @@ class AudioKind(ModalityKind):
         self._mel = mel_filterbank(o.sample_rate, o.n_fft, o.n_mels)
 
     def load(self, value: Any, base_dir: Path | None) -> np.ndarray:
-        if isinstance(value, (str, Path)):
-            wave, rate = self._read_file(data_file(value, base_dir, "a WAV audio file"))
+        if isinstance(value, (str, Path, ShardMember)):
+            wave, rate = self._read_file(open_file_value(value, base_dir, "a WAV audio file"))
         elif isinstance(value, tuple) and len(value) == 2:
             wave, rate = self._as_array(value[0]), value[1]
             if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate < 1:
@@ -122,13 +123,15 @@ class AudioKind(ModalityKind):
             )
         return self._conform(wave, int(rate))
 
-    def _read_file(self, path: Path) -> tuple[np.ndarray, int]:
+    def _read_file(self, opened: OpenedFile) -> tuple[np.ndarray, int]:
+        if opened.suffix == ".npy":  # an in-memory waveform written to a shard: at the declared rate
+            return self._as_array(read_structured(opened, "a waveform")), self.options.sample_rate
         import soundfile
 
         try:
-            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [samples, channels]
+            data, rate = soundfile.read(opened.file, dtype="float32", always_2d=True)  # [samples, channels]
         except (RuntimeError, OSError, TypeError) as exc:  # libsndfile errors are RuntimeErrors
-            raise ValueError(f"expected a readable WAV file, but {str(path)!r} is not one ({exc})") from None
+            raise opened.error("a readable WAV file", exc) from None
         return np.ascontiguousarray(data.T), int(rate)
 
     @staticmethod

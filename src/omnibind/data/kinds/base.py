@@ -13,19 +13,93 @@ Life cycle, as the trainer uses it::
 
 ``load`` and ``transform`` raise ``ValueError`` with a message that says what was expected; the caller
 adds the manifest line, the item id and the modality.
+
+A file value is a path (relative to ``base_dir``) or a :class:`~omnibind.data.shards.ShardMember`;
+:func:`open_file_value` opens either the same way, so each kind decodes bytes from one place.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import io
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from omnibind.data.shards import ShardMember
+from omnibind.io import data_file
 from omnibind.registry import Registry
+
+FileValue = str | Path | ShardMember
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedFile:
+    """A file value opened for decoding: a file on disk, or a shard member's bytes in memory.
+
+    Attributes:
+        file: what decoders (PIL, soundfile, ``np.load``) read: a path, or a stream of the member's bytes.
+        suffix: the lower-case extension with its dot (``.png``), of the file or the member.
+        where: how messages name it: ``'/data/a.png'`` or ``shard-000003.tar, key 'x42', member ...``.
+        member: True for a shard member.
+    """
+
+    file: str | io.BytesIO
+    suffix: str
+    where: str
+    member: bool
+
+    def read_bytes(self) -> bytes:
+        """All the bytes."""
+        if isinstance(self.file, io.BytesIO):
+            return self.file.getvalue()
+        return Path(self.file).read_bytes()
+
+    def error(self, expected: str, detail: object = None) -> ValueError:
+        """The ValueError for content that is not what was ``expected`` (``detail``: the decoder's reason)."""
+        text = "" if detail is None else str(detail)
+        if isinstance(self.file, io.BytesIO):  # decoders name their stream: "<_io.BytesIO object at 0x..>"
+            text = text.replace(f" {self.file!r}", "").replace(repr(self.file), "")
+        why = f" ({text})" if text else ""
+        if self.member:
+            return ValueError(f"{self.where}: expected {expected}{why}")
+        return ValueError(f"expected {expected}, but {self.where} is not one{why}")
+
+
+def open_file_value(value: FileValue, base_dir: Path | None, expected: str) -> OpenedFile:
+    """Open a path (resolved against ``base_dir``) or read a shard member's bytes (exactly ``size`` at
+    ``offset``).
+
+    Raises:
+        ValueError: the file does not exist (``expected`` says what kind of file was wanted); a
+            :class:`~omnibind.errors.DataError` naming the shard when it is truncated.
+    """
+    if isinstance(value, ShardMember):
+        return OpenedFile(io.BytesIO(value.read()), value.suffix, value.where, True)
+    path = data_file(value, base_dir, expected)
+    return OpenedFile(str(path), path.suffix.lower(), repr(str(path)), False)
+
+
+def read_structured(opened: OpenedFile, what: str) -> Any:
+    """The content of a ``.json`` file (JSON data) or any other (a ``.npy`` array, no pickles).
+
+    Raises:
+        ValueError: naming the file or member and ``what`` was expected.
+    """
+    if opened.suffix == ".json":
+        try:
+            return json.loads(opened.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise opened.error(f"{what} as JSON", exc) from None
+    try:
+        return np.load(opened.file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise opened.error(f"{what} as a .npy file", exc) from None
 
 
 @dataclasses.dataclass

@@ -1,4 +1,5 @@
-"""Image kind: a PNG/JPEG file, an ``HxW`` / ``HxWxC`` array or a PIL image -> ``[C, size, size]``."""
+"""Image kind: a PNG/JPEG file (or shard member), an ``HxW`` / ``HxWxC`` array or a PIL image ->
+``[C, size, size]``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from omnibind.data.kinds.base import KINDS, ModalityKind
-from omnibind.io import data_file
+from omnibind.data.kinds.base import KINDS, ModalityKind, open_file_value, read_structured
+from omnibind.data.shards import ShardMember
 
 
 @dataclass
@@ -44,16 +45,16 @@ class ImageKind(ModalityKind):
     default_encoder = "conv2d"
 
     def load(self, value: Any, base_dir: Path | None) -> np.ndarray:
-        if isinstance(value, (str, Path)):
-            path = data_file(value, base_dir, "an image file (PNG/JPEG)")
+        if isinstance(value, (str, Path, ShardMember)):
+            opened = open_file_value(value, base_dir, "an image file (PNG/JPEG)")
+            if opened.suffix == ".npy":  # an in-memory image written to a shard
+                return self._from_array(np.asarray(read_structured(opened, "an image array")))
             try:
-                with Image.open(path) as img:
+                with Image.open(opened.file) as img:
                     img.load()
                     return self._from_pil(img)
             except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise ValueError(
-                    f"expected a readable PNG/JPEG image, but {str(path)!r} is not one ({exc})"
-                ) from None
+                raise opened.error("a readable PNG/JPEG image", exc) from None
         if isinstance(value, Image.Image):
             return self._from_pil(value)
         if isinstance(value, (np.ndarray, list)):

@@ -10,24 +10,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omnibind.data.kinds.base import KINDS, ModalityKind
-from omnibind.io import data_file
+from omnibind.data.kinds.base import KINDS, ModalityKind, open_file_value, read_structured
+from omnibind.data.shards import ShardMember
 
 
 def load_numeric(value: Any, base_dir: Path | None, what: str) -> np.ndarray:
-    """A ``.npy`` path, a list or an array as a finite float64 array; ``what`` names the expected value.
+    """A ``.npy`` path, a shard member (``.npy`` or ``.json``), a list or an array as a finite float64
+    array; ``what`` names the expected value.
 
     Raises:
         ValueError: unreadable file, non-numeric entries, NaN or inf.
     """
-    if isinstance(value, (str, Path)):
-        path = data_file(value, base_dir, f"{what} as a .npy file")
-        try:
-            value = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"expected {what} as a .npy file, but {str(path)!r} is not one ({exc})"
-            ) from None
+    if isinstance(value, (str, Path, ShardMember)):
+        value = read_structured(open_file_value(value, base_dir, f"{what} as a .npy file"), what)
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

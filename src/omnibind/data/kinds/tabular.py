@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omnibind.data.kinds.base import KINDS, ModalityKind
+from omnibind.data.kinds.base import KINDS, ModalityKind, open_file_value, read_structured
+from omnibind.data.shards import ShardMember
 from omnibind.registry import nearest
 
 
@@ -47,6 +48,8 @@ class TabularKind(ModalityKind):
         return self.columns[i] if i < len(self.columns) else f"#{i}"
 
     def load(self, value: Any, base_dir: Path | None) -> np.ndarray:
+        if isinstance(value, ShardMember):  # a .json (inline values) or .npy (an array) member
+            value = read_structured(open_file_value(value, base_dir, "a table row"), "a table row")
         if isinstance(value, dict):
             if not self.columns:
                 raise ValueError("expected a list of numbers (declare 'columns' to use named values)")

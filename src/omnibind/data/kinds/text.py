@@ -1,4 +1,4 @@
-"""Text kind: inline text or a ``.txt`` file -> the string itself (encoders tokenise)."""
+"""Text kind: inline text or a ``.txt`` file (or shard member) -> the string itself (encoders tokenise)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omnibind.data.kinds.base import KINDS, ModalityKind
-from omnibind.io import data_file
+from omnibind.data.kinds.base import KINDS, ModalityKind, open_file_value
+from omnibind.data.shards import ShardMember
 
 
 @dataclass
@@ -27,24 +27,26 @@ class TextOptions:
 
 @KINDS.register("text")
 class TextKind(ModalityKind):
-    """Text. A value ending in ``.txt`` is a UTF-8 file relative to the manifest; any other string is the
-    text itself. Batches are lists of strings."""
+    """Text. A value ending in ``.txt`` is a UTF-8 file relative to the manifest, a ``.txt`` shard member
+    its bytes; any other string is the text itself. Batches are lists of strings."""
 
     name = "text"
     Options = TextOptions
     default_encoder = "bag_of_tokens"
 
     def load(self, value: Any, base_dir: Path | None) -> str:
-        if isinstance(value, Path) or (isinstance(value, str) and value.strip().lower().endswith(".txt")):
-            path = data_file(
+        if isinstance(value, (Path, ShardMember)) or (
+            isinstance(value, str) and value.strip().lower().endswith(".txt")
+        ):
+            opened = open_file_value(
                 value.strip() if isinstance(value, str) else value, base_dir, "a UTF-8 .txt file"
             )
+            if opened.member and opened.suffix != ".txt":
+                raise opened.error(f"a UTF-8 .txt member, got a {opened.suffix or 'nameless'} one")
             try:
-                value = path.read_text(encoding="utf-8")
+                value = opened.read_bytes().decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ValueError(
-                    f"expected a UTF-8 text file, but {str(path)!r} is not UTF-8 ({exc})"
-                ) from None
+                raise opened.error("a UTF-8 text file", exc) from None
         if not isinstance(value, str):
             raise ValueError(f"expected a text string or a .txt path, got {type(value).__name__}")
         if not value.strip():
