@@ -6,6 +6,16 @@ from pathlib import Path
 
 import pytest
 
+# every objective the exactness tests (GradCache, torchrun) cover, as objective config sections
+EXACTNESS_OBJECTIVES = {
+    "infonce-all": {"name": "infonce"},
+    "infonce-star": {"name": "infonce", "pairs": "caption"},
+    "siglip": {"name": "siglip"},
+    "symile-n": {"name": "symile", "negatives": "n"},
+    "symile-n2": {"name": "symile", "negatives": "n2"},
+    "matryoshka": {"name": "infonce", "matryoshka": {"dims": [4, 16]}},
+}
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 

@@ -11,16 +11,9 @@ import torch
 from omnibind.config import config_from_dict
 from omnibind.errors import ConfigError
 from omnibind.training.trainer import train
-from tests.helpers import tiny_shapes_config
+from tests.helpers import EXACTNESS_OBJECTIVES, tiny_shapes_config
 
-OBJECTIVES = {
-    "infonce-all": {"name": "infonce"},
-    "infonce-star": {"name": "infonce", "pairs": "caption"},
-    "siglip": {"name": "siglip"},
-    "symile-n": {"name": "symile", "negatives": "n"},
-    "symile-n2": {"name": "symile", "negatives": "n2"},
-    "matryoshka": {"name": "infonce", "matryoshka": {"dims": [4, 16]}},
-}
+OBJECTIVES = EXACTNESS_OBJECTIVES
 
 
 def _raw(objective: dict, **train_opts: object) -> dict:

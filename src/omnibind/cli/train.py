@@ -1,4 +1,4 @@
-"""``omnibind train CONFIG --out RUN [--set key=value ...] [--resume] [--seeds N]``."""
+"""``omnibind train CONFIG --out RUN [--set key=value ...] [--resume] [--seeds N] [--nproc N]``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ def train(
         "--seeds",
         help="Train N runs RUN/seed-0 .. seed-(N-1) with train.seed = base + k (same data split).",
     ),
+    nproc: int | None = typer.Option(
+        None,
+        "--nproc",
+        help="Train in N processes on this machine: runs torchrun --nproc-per-node N -m omnibind train ...",
+    ),
 ) -> None:
     """Train a model on the data a config names, then evaluate it on the test split."""
     from omnibind.config import load_config
@@ -30,10 +35,43 @@ def train(
 
     if seeds is not None and seeds < 1:
         raise OmnibindError(f"--seeds must be at least 1, got {seeds} (nothing was written)")
+    if nproc is not None:
+        args = ["train", str(config), "--out", str(out)]
+        args += [x for o in overrides for x in ("--set", o)]
+        args += ["--resume"] * resume + ["--no-eval"] * (not evaluate)
+        args += ["--seeds", str(seeds)] if seeds is not None else []
+        _launch(nproc, args)
+        return
     if seeds is None:
         _train_one(_run_config(config, out, overrides, resume), out, resume, evaluate)
         return
     _train_seeds(load_config(config, overrides), config, out, overrides, resume, evaluate, seeds)
+
+
+def _launch(nproc: int, args: list[str]) -> None:
+    """Re-run this command under ``torchrun --standalone --nproc-per-node N`` and exit with its status."""
+    import os
+    import subprocess
+    import sys
+
+    from omnibind.errors import OmnibindError
+
+    if nproc < 1:
+        raise OmnibindError(f"--nproc must be at least 1, got {nproc} (nothing was written)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise OmnibindError("--nproc inside torchrun: drop --nproc (torchrun already started the processes)")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    typer.echo(f"launching {nproc} processes: torchrun --standalone --nproc-per-node {nproc} -m omnibind ...")
+    code = subprocess.call([*cmd, "-m", "omnibind", *args])
+    if code:
+        raise typer.Exit(code)
+
+
+def _is_main_process() -> bool:
+    """False on the ranks > 0 of a torchrun job (they train but do not print or evaluate)."""
+    from omnibind.training.distributed import world_from_env
+
+    return world_from_env().is_main
 
 
 def _run_config(config: Path, out: Path, overrides: list[str], resume: bool) -> Any:
@@ -92,7 +130,14 @@ def _train_one(cfg: Any, out: Path, resume: bool, evaluate: bool) -> dict[str, A
     from omnibind.training.trainer import train as run_training
 
     if cfg.task is not None:  # a supervised task: encoders + a fusion head
+        from omnibind.errors import OmnibindError
         from omnibind.training.classify import train_classifier
+        from omnibind.training.distributed import world_from_env
+
+        if world_from_env().enabled:
+            raise OmnibindError(
+                "a classify run (task:) trains in one process; start it without torchrun / --nproc"
+            )
 
         fitted = train_classifier(cfg, out, resume=resume, evaluate=evaluate)
         typer.echo(f"trained {fitted.steps} steps; model saved to {out / 'model'}")
@@ -102,6 +147,8 @@ def _train_one(cfg: Any, out: Path, resume: bool, evaluate: bool) -> dict[str, A
             _no_split("test")
         return fitted.test
     result = run_training(cfg, out, resume=resume)
+    if not _is_main_process():
+        return None
     typer.echo(f"trained {result.steps} steps; model saved to {out / 'model'}")
     if evaluate:
         from omnibind.cli.evaluate import NoSplitError, evaluate_run

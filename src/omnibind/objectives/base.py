@@ -5,6 +5,12 @@ objective file) plus a thin ``nn.Module`` that holds options and parameters. Eve
 the same call::
 
     out = objective(embeddings, present, logit_scale, generator=None)   # -> LossOutput
+    out = objective(embeddings, present, logit_scale, generator, rows=own)   # local_loss: own rows only
+
+``rows`` (``bool[N]``, the items of this process under torchrun) asks for the *local* loss: only those
+rows as queries, every row as a candidate, normalised by the counts of the whole batch, so that the
+local losses of a partition of the rows sum to the loss. The built-in objectives take it; an objective
+that does not cannot be used with ``objective.local_loss``.
 
 and a ``joint_similarity`` class attribute telling evaluation how to score a composed query:
 ``"sum"`` (sum of pairwise cosines) or ``"mip"`` (multilinear inner product).

@@ -21,6 +21,7 @@ def infonce_loss(
     present: Tensor | None,
     logit_scale: Tensor | float,
     pairs: str = "all",
+    own: Tensor | None = None,
 ) -> LossOutput:
     """Symmetric InfoNCE averaged over ordered pairs of modalities, ignoring absent items.
 
@@ -38,6 +39,9 @@ def infonce_loss(
         logit_scale: the multiplier ``s`` (already exponentiated), a float or a 0-dim tensor.
         pairs: ``"all"`` for every ordered pair ``i != j``, or a modality name for a star around that
             anchor: the pairs ``(anchor, j)`` and ``(j, anchor)`` (ImageBind / LanguageBind style).
+        own: ``bool[N]`` or None: the local loss (``objective.local_loss`` under torchrun) of the rows
+            where it is True: those rows as queries against every candidate row, each term divided by
+            its global row count, so the local losses of a partition of the rows sum to the loss.
 
     Inputs:
         embeddings[name]: ``[N, D]``; present: ``bool[N, M]``; logit_scale: ``[]``.
@@ -79,14 +83,28 @@ def infonce_loss(
         rows = pair_rows(mask, i, j)
         if rows.numel() < 2:
             continue
-        logits = scale * tensors[i][rows] @ tensors[j][rows].T  # [R, R], row = item of i
-        for a, b, lg in ((i, j, logits), (j, i, logits.T)):
-            term = diagonal_cross_entropy(lg)
+        if own is None:
+            logits = scale * tensors[i][rows] @ tensors[j][rows].T  # [R, R], row = item of i
+            directed = [(i, j, diagonal_cross_entropy(logits)), (j, i, diagonal_cross_entropy(logits.T))]
+        else:
+            directed = [(a, b, _local_term(tensors, scale, a, b, rows, own)) for a, b in ((i, j), (j, i))]
+        for a, b, term in directed:
             losses.append(term)
             terms[f"{names[a]}->{names[b]}"] = float(term.detach())
     if not losses:
         return LossOutput(connected_zero(tensors), {}, 0)
-    return LossOutput(torch.stack(losses).mean(), terms, len(losses))
+    loss = torch.stack(losses).mean()
+    if own is not None:  # every rank's backward must reach the gathered embeddings
+        loss = loss + connected_zero(tensors)
+    return LossOutput(loss, terms, len(losses))
+
+
+def _local_term(tensors: list[Tensor], scale: Tensor, a: int, b: int, rows: Tensor, own: Tensor) -> Tensor:
+    """The ``a->b`` term of the own rows of ``rows`` (queries) against all of ``rows``, over ``|R|``."""
+    q = torch.nonzero(own[rows]).flatten()  # positions in rows of the own queries
+    logits = scale * tensors[a][rows[q]] @ tensors[b][rows].T  # [Q, R]
+    positive = logits[torch.arange(q.numel(), device=q.device), q]
+    return (torch.logsumexp(logits, dim=1) - positive).sum() / rows.numel()
 
 
 @OBJECTIVES.register("infonce")
@@ -98,7 +116,7 @@ class InfoNCE(Objective):
 
     Inputs:
         embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
-        generator: unused (the loss is deterministic).
+        generator: unused (the loss is deterministic); rows: ``bool[N]`` own rows (local loss) or None.
 
     Returns:
         LossOutput, as :func:`infonce_loss`.
@@ -128,5 +146,6 @@ class InfoNCE(Objective):
         present: Tensor | None,
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
+        rows: Tensor | None = None,
     ) -> LossOutput:
-        return infonce_loss(embeddings, present, logit_scale, pairs=self.pairs)
+        return infonce_loss(embeddings, present, logit_scale, pairs=self.pairs, own=rows)

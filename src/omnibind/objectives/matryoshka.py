@@ -151,7 +151,7 @@ class Matryoshka(Objective):
 
     Inputs:
         embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
-        generator: passed to the inner objective.
+        generator: passed to the inner objective; rows: passed to it too (``local_loss``).
 
     Returns:
         LossOutput, as :func:`matryoshka_loss`.
@@ -182,7 +182,9 @@ class Matryoshka(Objective):
         present: Tensor | None,
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
+        rows: Tensor | None = None,
     ) -> LossOutput:
-        return matryoshka_loss(
-            self.inner, embeddings, present, logit_scale, self.dims, self.weights, generator=generator
-        )
+        extra: dict[str, Any] = {"generator": generator}
+        if rows is not None:
+            extra["rows"] = rows
+        return matryoshka_loss(self.inner, embeddings, present, logit_scale, self.dims, self.weights, **extra)

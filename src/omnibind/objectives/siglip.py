@@ -16,6 +16,7 @@ def siglip_loss(
     present: Tensor | None,
     logit_scale: Tensor | float,
     logit_bias: Tensor | float,
+    own: Tensor | None = None,
 ) -> LossOutput:
     """Pairwise sigmoid loss averaged over unordered pairs of modalities, ignoring absent items.
 
@@ -30,6 +31,9 @@ def siglip_loss(
         present: ``bool[N, M]``, column m for the m-th key of ``embeddings``; None means all present.
         logit_scale: the multiplier ``s`` (already exponentiated), a float or a 0-dim tensor.
         logit_bias: the additive bias ``b``, a float or a 0-dim tensor.
+        own: ``bool[N]`` or None: the local loss (``objective.local_loss``): only the cells whose row
+            (the first modality of the pair) is an own row, divided by the global ``|R|``, so the local
+            losses of a partition of the rows sum to the loss.
 
     Inputs:
         embeddings[name]: ``[N, D]``; present: ``bool[N, M]``; logit_scale, logit_bias: ``[]``.
@@ -59,14 +63,18 @@ def siglip_loss(
             rows = pair_rows(mask, i, j)
             if rows.numel() == 0:
                 continue
-            logits = scale * tensors[i][rows] @ tensors[j][rows].T + bias  # [R, R]
-            sign = 2 * torch.eye(rows.numel(), dtype=logits.dtype, device=logits.device) - 1
+            queries = rows if own is None else rows[own[rows]]  # [Q] rows of i that this call scores
+            logits = scale * tensors[i][queries] @ tensors[j][rows].T + bias  # [Q, R]
+            sign = (queries[:, None] == rows[None, :]).to(logits.dtype) * 2 - 1  # +1 on the positives
             term = F.softplus(-sign * logits).sum() / rows.numel()
             losses.append(term)
             terms[f"{names[i]}-{names[j]}"] = float(term.detach())
     if not losses:
         return LossOutput(connected_zero(tensors), {}, 0)
-    return LossOutput(torch.stack(losses).mean(), terms, len(losses))
+    loss = torch.stack(losses).mean()
+    if own is not None:  # every rank's backward must reach the gathered embeddings
+        loss = loss + connected_zero(tensors)
+    return LossOutput(loss, terms, len(losses))
 
 
 @OBJECTIVES.register("siglip")
@@ -78,7 +86,7 @@ class SigLIP(Objective):
 
     Inputs:
         embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
-        generator: unused.
+        generator: unused; rows: ``bool[N]`` own rows (local loss) or None.
 
     Returns:
         LossOutput, as :func:`siglip_loss`.
@@ -109,5 +117,6 @@ class SigLIP(Objective):
         present: Tensor | None,
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
+        rows: Tensor | None = None,
     ) -> LossOutput:
-        return siglip_loss(embeddings, present, logit_scale, self.logit_bias)
+        return siglip_loss(embeddings, present, logit_scale, self.logit_bias, own=rows)

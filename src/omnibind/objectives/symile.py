@@ -31,6 +31,7 @@ def symile_loss(
     negatives: str = "n",
     generator: torch.Generator | None = None,
     permutations: Permutations | None = None,
+    own: Tensor | None = None,
 ) -> LossOutput:
     """Symile loss: mean over anchor modalities of a cross-entropy over candidate MIP tuples.
 
@@ -66,6 +67,9 @@ def symile_loss(
         permutations: explicit ``{(anchor_name, other_name): LongTensor[N]}`` instead of drawing;
             needs every pair that the batch uses. Shuffled modality j has row c = original row
             ``perm[c]``.
+        own: ``bool[N]`` or None: the local loss (``objective.local_loss``): only the own anchor rows,
+            each ``L_i`` still divided by the global number of anchor rows (the permutations are drawn
+            for the whole batch as always), so the local losses of a partition of the rows sum to the loss.
 
     Inputs:
         embeddings[name]: ``[N, D]``; present: ``bool[N, M]``; logit_scale: ``[]``.
@@ -109,7 +113,8 @@ def symile_loss(
         if rows_i.numel() == 0:
             continue
         total = tensors[0].new_zeros(())
-        for rows, others in _pattern_groups(mask, rows_i, i):
+        scored = rows_i if own is None else rows_i[own[rows_i]]
+        for rows, others in _pattern_groups(mask, scored, i) if scored.numel() else []:
             if negatives == "n2":
                 row_losses = _rows_n2(tensors, mask, scale, i, others, rows)
             else:
@@ -122,7 +127,10 @@ def symile_loss(
     terms["false_negatives"] = float(false_negatives)
     if not per_anchor:
         return LossOutput(connected_zero(tensors), terms, 0)
-    return LossOutput(torch.stack(per_anchor).mean(), terms, len(per_anchor))
+    loss = torch.stack(per_anchor).mean()
+    if own is not None:  # every rank's backward must reach the gathered embeddings
+        loss = loss + connected_zero(tensors)
+    return LossOutput(loss, terms, len(per_anchor))
 
 
 def _permutations(
@@ -261,7 +269,8 @@ class Symile(Objective):
 
     Inputs:
         embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
-        generator: RNG for the ``"n"`` permutations (None: global RNG).
+        generator: RNG for the ``"n"`` permutations (None: global RNG); rows: ``bool[N]`` own rows
+        (local loss) or None.
 
     Returns:
         LossOutput, as :func:`symile_loss`.
@@ -294,5 +303,8 @@ class Symile(Objective):
         present: Tensor | None,
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
+        rows: Tensor | None = None,
     ) -> LossOutput:
-        return symile_loss(embeddings, present, logit_scale, negatives=self.negatives, generator=generator)
+        return symile_loss(
+            embeddings, present, logit_scale, negatives=self.negatives, generator=generator, own=rows
+        )

@@ -29,7 +29,7 @@ from torch import Tensor
 from omnibind.data.batch import Batch
 from omnibind.model import OmniModel
 from omnibind.training.precision import Precision
-from omnibind.types import LossOutput
+from omnibind.types import Embeddings, LossOutput
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
@@ -45,24 +45,23 @@ def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) ->
 
 def cached_step(
     model: OmniModel,
-    objective: torch.nn.Module,
+    loss_fn: Callable[[Embeddings, Tensor], LossOutput],
     batch_of: Callable[[Tensor], Batch],
     indices: Tensor,
     micro_batch_size: int,
     precision: Precision,
-    generator: torch.Generator | None,
     scaler: Any = None,
 ) -> LossOutput:
     """Run the forward and backward passes of one step with micro-batches; gradients end in ``.grad``.
 
     Args:
         model: the model, in training mode.
-        objective: the objective module.
+        loss_fn: the objective on ``(embeddings {m: [B, D]}, present bool[B, M])``, with its logit scale
+            and generator bound (under torchrun it gathers the ranks' slices first).
         batch_of: makes the :class:`Batch` of some item indices (``Dataset.batch``).
-        indices: the step's item indices ``[B]``.
+        indices: the step's item indices ``[B]`` (this rank's slice under torchrun).
         micro_batch_size: items per micro-batch ``K`` (the last one may be smaller).
         precision: the run's number format (autocast and the loss dtype).
-        generator: the objective's random generator (Symile's negatives).
         scaler: the ``GradScaler`` of an fp16 run, or ``None``.
 
     Returns:
@@ -85,7 +84,7 @@ def cached_step(
     after = _rng_state(device)
     leaves = {m: torch.cat(v).requires_grad_(True) for m, v in parts.items()}  # {m: [B, D]}
     present = torch.cat(presents).to(device)
-    out = objective(leaves, present, model.logit_scale, generator=generator)  # pass 2
+    out = loss_fn(leaves, present)  # pass 2
     (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
     start = 0
     for chunk, state in zip(chunks, states, strict=True):  # pass 3: replay with a graph

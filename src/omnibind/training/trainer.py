@@ -12,11 +12,13 @@ Validation, checkpoints, the metrics log, early stopping and the progress bar ha
 data order of epoch ``e`` depends only on ``(seed, e)``, and the checkpoint holds every RNG state, so a
 run killed at any moment and resumed with ``resume=True`` ends with the same weights as an uninterrupted
 run. ``train.device`` and ``train.precision`` (see ``precision.py``) say where and in which format the
-step runs; the data stays on the CPU until the encoders take it.
+step runs; the data stays on the CPU until the encoders take it. Under ``torchrun`` each process encodes
+its slice of the same global batch and the objective sees the gathered batch (``distributed.py``).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +35,13 @@ from omnibind.evaluation.evaluate import validation_metrics
 from omnibind.io import write_text_atomic
 from omnibind.model import OmniModel
 from omnibind.objectives import create_objective
+from omnibind.training import distributed
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.checkpoint import CHECKPOINT_NAME
 from omnibind.training.gradcache import cached_step
 from omnibind.training.init import adopt_init, copy_weights
 from omnibind.training.loop_state import LoopState
-from omnibind.training.precision import Precision, resolve_device
+from omnibind.training.precision import Precision
 
 
 @dataclass
@@ -92,7 +95,36 @@ def train(
     run_dir = Path(run_dir)
     ckpt_path = check_run_dir(run_dir, resume)
     tc = cfg.train
-    device = resolve_device(tc.device)
+    world, device = distributed.setup(tc.device, tc.dist_timeout)
+    return _train(cfg, run_dir, ckpt_path, resume, callbacks, world, device)
+
+
+def _check_distributed(cfg: RunConfig, objective: torch.nn.Module, world: distributed.Dist) -> None:
+    """What a multi-process run (or ``local_loss``) cannot do, refused before anything is written."""
+    if cfg.objective.local_loss and "rows" not in inspect.signature(objective.forward).parameters:
+        raise OmnibindError(
+            f"objective.local_loss: objective '{cfg.objective.name}' takes no rows= argument, so it cannot "
+            "compute a local loss; set objective.local_loss: false"
+        )
+    if world.enabled and cfg.model.projection == "bn":
+        raise OmnibindError(
+            "model.projection: bn under torchrun: its batch statistics would be those of each process's "
+            "slice, not of the global batch, so the step would depend on the number of processes; use "
+            "projection linear or mlp, or train bn in one process"
+        )
+
+
+def _train(
+    cfg: RunConfig,
+    run_dir: Path,
+    ckpt_path: Path,
+    resume: bool,
+    callbacks: list[Callback] | None,
+    world: distributed.Dist,
+    device: torch.device,
+) -> TrainResult:
+    tc = cfg.train
+    main = world.is_main
     precision = Precision(tc.precision, device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -104,20 +136,18 @@ def train(
     if init:
         copy_projections = adopt_init(cfg, init, "model.init", require_same_projection=False)
     kinds = build_kinds(cfg)
-    splits = build_splits(cfg, kinds, wanted=("train", "val"), fit=not init, progress=tc.progress)
+    splits = build_splits(cfg, kinds, wanted=("train", "val"), fit=not init, progress=tc.progress and main)
     if "train" not in splits.datasets:
         raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
     train_set: Dataset = splits.datasets["train"]
-    val_set: Dataset | None = splits.datasets.get("val")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_skipped(splits, run_dir)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    val_set: Dataset | None = splits.datasets.get("val") if main else None  # rank 0 validates
 
     torch.manual_seed(tc.seed)
     model = OmniModel(cfg)
     if init and not resume:
         copy_weights(model, init, projections=copy_projections)
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
+    _check_distributed(cfg, objective, world)
     # weights are made on the CPU (the same initial weights on every device), then moved
     model.to(device=device, dtype=precision.dtype)
     objective.to(device=device, dtype=precision.dtype)
@@ -135,19 +165,30 @@ def train(
             f"train.micro_batch_size {micro} does not divide the batch of {plan.batch_size} items (the "
             f"training split has only {len(train_set)} items); choose a divisor of {plan.batch_size}"
         )
+    distributed.check_divisible(plan.batch_size, world, len(train_set))
+    if main:  # the data and the config are checked: now the run folder is written
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_skipped(splits, run_dir)
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if resume:
         loop.restore(ckpt_path)
     step = loop.step
+    local_loss = cfg.objective.local_loss and world.enabled
 
-    events: list[Callback] = [
-        ProgressBar(tc.progress),
-        MetricsLog(run_dir / "metrics.jsonl"),
-        *(callbacks or []),
-    ]
+    def loss_fn(embeddings: dict[str, torch.Tensor], present: torch.Tensor) -> Any:
+        """The objective on the global batch (gathered from every rank under torchrun)."""
+        return distributed.objective_call(
+            objective, embeddings, present, model.logit_scale, loop.generator, world, local_loss
+        )
+
+    events: list[Callback] = (
+        [ProgressBar(tc.progress), MetricsLog(run_dir / "metrics.jsonl"), *(callbacks or [])] if main else []
+    )
     for cb in events:
         cb.on_start(plan.total, step)
 
-    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    if main:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     stopped_early = False
     data_time = step_time = 0.0
     start_step = step
@@ -157,23 +198,23 @@ def train(
         for i in range(offset, plan.steps_per_epoch):
             t0 = time.perf_counter()
             indices = order[i * plan.batch_size : (i + 1) * plan.batch_size]
+            mine = distributed.local_slice(indices, world)  # this rank's items of the global batch
             model.train()
             loop.optimizer.zero_grad(set_to_none=True)
             if micro:  # GradCache: batches are made per micro-batch inside
                 t1 = time.perf_counter()
-                out = cached_step(
-                    model, objective, train_set.batch, indices, micro, precision, loop.generator, scaler
-                )
+                out = cached_step(model, loss_fn, train_set.batch, mine, micro, precision, scaler)
             else:
-                batch = train_set.batch(indices)
+                batch = train_set.batch(mine)
                 t1 = time.perf_counter()
                 with precision.autocast():
-                    embeddings = model.encode(batch)  # {modality: [B, D]}
+                    embeddings = model.encode(batch)  # {modality: [b, D]}
                 # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
                 embeddings = {k: v.to(precision.dtype) for k, v in embeddings.items()}
-                present = batch.present.to(device)
-                out = objective(embeddings, present, model.logit_scale, generator=loop.generator)
+                out = loss_fn(embeddings, batch.present.to(device))
                 (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
+            # the true gradient on every rank: averaged (each computed the whole loss) or summed (local)
+            distributed.reduce_gradients(loop.parameters(), world, average=not local_loss)
             if scaler is not None:
                 scaler.unscale_(loop.optimizer)  # clip the true gradients
             if tc.grad_clip > 0:
@@ -189,9 +230,10 @@ def train(
             t2 = time.perf_counter()
             data_time += t1 - t0
             step_time += t2 - t0
+            loss = distributed.sum_scalar(out.loss, world) if local_loss else float(out.loss.detach())
             logs = {
                 "epoch": epoch,
-                "train/loss": float(out.loss.detach()),
+                "train/loss": loss,
                 "lr": loop.scheduler.get_last_lr()[0],
                 "logit_scale": float(model.logit_scale.detach()),
                 "items_per_s": len(indices) / max(t2 - t0, 1e-9),
@@ -207,16 +249,22 @@ def train(
                     if stopper.update(metrics):
                         model.save(run_dir / "model")
                     stopped_early = stopper.should_stop
-            if step % plan.checkpoint_every == 0 or step == plan.total or stopped_early:
+            if stopper is not None and world.enabled and (step % plan.eval_every == 0 or step == plan.total):
+                stopped_early = distributed.broadcast_flag(stopped_early, world, device)
+            if main and (step % plan.checkpoint_every == 0 or step == plan.total or stopped_early):
                 loop.save(ckpt_path)
             if step >= plan.total or stopped_early:
                 break
 
     for cb in events:
         cb.on_end()
-    if stopper is None or not (run_dir / "model").exists():
+    best_saved = stopper is not None and (run_dir / "model").exists() if main else False
+    if world.enabled:
+        best_saved = distributed.broadcast_flag(best_saved, world, device)
+    if main and not best_saved:
         model.save(run_dir / "model")
-    else:
+    distributed.barrier(world)  # the model folder is complete before any rank reads it or returns
+    if best_saved:
         model = OmniModel.load(run_dir / "model", device=device)
     timing = {
         "steps_timed": float(step - start_step),
