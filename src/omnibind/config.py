@@ -105,6 +105,13 @@ class DataConfig:
         split_seed: seed of the random split (and of ``missing``).
         missing: modalities to remove from a share of the items, e.g. audio from 80% of the training items
             of digit 3 (:class:`MissingConfig`); empty by default.
+        validate: how the training items are checked before the first step: ``full`` (decode every
+            value, streaming), ``structure`` (ids, fields, files exist, headers) or ``auto`` (``full``
+            below 100,000 items). Applies when the training split streams (``cache`` not ``memory``).
+        cache: where prepared training tensors live: ``memory`` (prepared once, held in RAM), ``none``
+            (decoded when a batch needs them, in ``train.workers`` processes), a folder (decoded once
+            into memory-mapped files there, reused by later epochs and runs), or ``auto`` (``memory``
+            below 100,000 items, else ``none``).
     """
 
     source: str = "builtin:shapes"
@@ -114,6 +121,8 @@ class DataConfig:
     on_error: str = "stop"
     split_seed: int = 0
     missing: list[MissingConfig] = field(default_factory=list)
+    validate: str = "auto"
+    cache: str = "auto"
 
 
 @dataclass
@@ -191,6 +200,8 @@ class TrainConfig:
         micro_batch_size: encode each batch in micro-batches of this many items (GradCache: the loss still
             sees the whole batch, activation memory is that of one micro-batch); 0: off. Must divide
             ``batch_size``.
+        workers: DataLoader worker processes that prepare the next batches while the model trains
+            (0: in the training process). Persistent, prefetching 2 batches each, pinned memory on CUDA.
         dist_timeout: under torchrun, seconds a collective may wait for the other processes before the
             run fails (a hung rank); a rank that dies is reported by torchrun at once.
     """
@@ -214,6 +225,7 @@ class TrainConfig:
     precision: str = "fp32"
     micro_batch_size: int = 0
     dist_timeout: float = 600.0
+    workers: int = 0
 
 
 @dataclass
@@ -497,6 +509,12 @@ def _check_values(cfg: RunConfig) -> None:
 
     check_device_spec(cfg.train.device)
     check_precision_name(cfg.train.precision)
+    if cfg.data.validate not in ("auto", "full", "structure"):
+        raise ConfigError(f"data.validate must be auto, full or structure, got {cfg.data.validate!r}")
+    if not isinstance(cfg.data.cache, str) or not cfg.data.cache:
+        raise ConfigError(f"data.cache must be auto, memory, none or a folder, got {cfg.data.cache!r}")
+    if cfg.train.workers < 0:
+        raise ConfigError(f"train.workers must be 0 or more, got {cfg.train.workers}")
     if not cfg.train.dist_timeout > 0:
         raise ConfigError(
             f"train.dist_timeout must be a positive number of seconds, got {cfg.train.dist_timeout}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OmnibindError(Exception):
     """Base class of every error omnibind raises on purpose."""
@@ -50,6 +52,10 @@ class DataError(OmnibindError, ValueError):
             where.append(f"field '{self.modality}'")
         return (", ".join(where) + ": " if where else "") + self.reason
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # keeps the fields through pickling (a DataLoader worker hands its errors to the trainer)
+        return (_data_error, (self.reason, self.source, self.line, self.record_id, self.modality))
+
     def to_json(self) -> dict[str, object]:
         """The error as a JSON-able dict (used for ``skipped.jsonl``)."""
         return {
@@ -59,3 +65,9 @@ class DataError(OmnibindError, ValueError):
             "field": self.modality,
             "reason": self.reason,
         }
+
+
+def _data_error(
+    reason: str, source: str | None, line: int | None, record_id: str | None, modality: str | None
+) -> DataError:
+    return DataError(reason, source=source, line=line, record_id=record_id, modality=modality)

@@ -149,7 +149,13 @@ def _train_one(cfg: Any, out: Path, resume: bool, evaluate: bool) -> dict[str, A
     result = run_training(cfg, out, resume=resume)
     if not _is_main_process():
         return None
-    typer.echo(f"trained {result.steps} steps; model saved to {out / 'model'}")
+    speed = ""
+    if result.timing.get("steps_timed"):
+        speed = (
+            f" ({result.timing['items_per_s']:.0f} items/s, "
+            f"{100 * result.timing['data_wait_fraction']:.0f}% of step time waiting for data)"
+        )
+    typer.echo(f"trained {result.steps} steps{speed}; model saved to {out / 'model'}")
     if evaluate:
         from omnibind.cli.evaluate import NoSplitError, evaluate_run
 

@@ -24,6 +24,9 @@ class Batch:
         present: ``bool[B, M]``.
         labels: per-item labels (``None`` entries where unknown), if any item has one.
         facts: per-item ground-truth facts, if the source provides them.
+        metadata: per-item metadata.
+        skipped: values that failed to decode when the batch was made (``on_error: skip`` with streaming
+            data); they are absent in ``present``.
     """
 
     ids: list[str]
@@ -33,9 +36,47 @@ class Batch:
     labels: list[Any] | None = None
     facts: list[dict[str, Any] | None] | None = None
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Any] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def select(self, rows: Tensor) -> Batch:
+        """The items at positions ``rows`` of this batch (a micro-batch), values gathered, not reloaded."""
+        pos = rows.tolist()
+        values: dict[str, BatchValue] = {}
+        for m, name in enumerate(self.modalities):
+            if name not in self.values:
+                continue
+            column = self.present[:, m]
+            row_of = torch.cumsum(column.long(), 0) - 1  # [B]: the row of item b in values[name]
+            picked = [int(row_of[p]) for p in pos if column[p]]
+            if picked:
+                v = self.values[name]
+                values[name] = [v[i] for i in picked] if isinstance(v, list) else v[torch.tensor(picked)]
+        return Batch(
+            ids=[self.ids[p] for p in pos],
+            modalities=self.modalities,
+            values=values,
+            present=self.present[rows],
+            labels=[self.labels[p] for p in pos] if self.labels is not None else None,
+            facts=[self.facts[p] for p in pos] if self.facts is not None else None,
+            metadata=[self.metadata[p] for p in pos] if self.metadata else [],
+        )
+
+    def pin_memory(self) -> Batch:
+        """This batch with its tensors in pinned memory (the DataLoader calls it on CUDA)."""
+        values = {k: v.pin_memory() if isinstance(v, Tensor) else v for k, v in self.values.items()}
+        return Batch(
+            self.ids,
+            self.modalities,
+            values,
+            self.present.pin_memory(),
+            self.labels,
+            self.facts,
+            self.metadata,
+            self.skipped,
+        )
 
     def column(self, modality: str) -> Tensor:
         """``bool[B]``: which items have ``modality``."""

@@ -67,7 +67,7 @@ def split_records(
     return out
 
 
-def _located(exc: Exception, record: Record, modality: str | None) -> DataError:
+def located_error(exc: Exception, record: Record, modality: str | None) -> DataError:
     """``exc`` as a DataError that names the record's source, line, id and the field."""
     if isinstance(exc, DataError):
         reason = exc.reason
@@ -100,7 +100,7 @@ def fit_kinds(
             try:
                 raws.append(kind.load(r.values[name], r.base_dir))
             except (ValueError, OSError) as exc:
-                err = _located(exc, r, name)
+                err = located_error(exc, r, name)
                 if on_error == "stop":
                     raise err from None
                 errors.append(err)
@@ -108,12 +108,15 @@ def fit_kinds(
     return errors
 
 
-def _prepare_record(record: Record, kinds: dict[str, ModalityKind]) -> dict[str, Any]:
+def check_fields(record: Record, kinds: dict[str, ModalityKind]) -> None:
+    """Every field of ``record`` is a declared modality and it has at least one.
+
+    Raises:
+        DataError: naming the record and the field.
+    """
     declared = list(kinds)
-    prepared = {}
-    for name, value in record.values.items():
-        kind = kinds.get(name)
-        if kind is None:
+    for name in record.values:
+        if name not in kinds:
             raise DataError(
                 f"'{name}' is not a declared modality{nearest(name, declared)}; "
                 f"declared: {', '.join(declared)}",
@@ -122,17 +125,23 @@ def _prepare_record(record: Record, kinds: dict[str, ModalityKind]) -> dict[str,
                 record_id=record.id,
                 modality=name,
             )
-        try:
-            prepared[name] = kind.transform(kind.load(value, record.base_dir))
-        except (ValueError, OSError) as exc:  # DataError is a ValueError
-            raise _located(exc, record, name) from None
-    if not prepared:
+    if not record.values:
         raise DataError(
             f"expected at least one of the modalities {', '.join(declared)}, found none",
             source=record.source,
             line=record.line,
             record_id=record.id,
         )
+
+
+def _prepare_record(record: Record, kinds: dict[str, ModalityKind]) -> dict[str, Any]:
+    check_fields(record, kinds)
+    prepared = {}
+    for name, value in record.values.items():
+        try:
+            prepared[name] = kinds[name].transform(kinds[name].load(value, record.base_dir))
+        except (ValueError, OSError) as exc:  # DataError is a ValueError
+            raise located_error(exc, record, name) from None
     return prepared
 
 
@@ -181,6 +190,23 @@ def prepare_dataset(
     return dataset, errors
 
 
+def record_skipped(path: str | Path, errors: list[DataError]) -> None:
+    """Add ``errors`` to ``skipped.jsonl`` (atomically), keeping the lines already there, once each."""
+    if not errors:
+        return
+    import json
+
+    path = Path(path)
+    lines = path.read_text().splitlines() if path.exists() else []
+    seen = set(lines)
+    for err in errors:
+        line = json.dumps(err.to_json())
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    write_jsonl_atomic(path, [json.loads(line) for line in lines])
+
+
 def write_skipped(path: str | Path, errors: list[DataError]) -> Path:
     """Write ``skipped.jsonl`` atomically: one ``DataError.to_json()`` object per line."""
     return write_jsonl_atomic(path, [e.to_json() for e in errors])
@@ -192,7 +218,7 @@ def _gather(values: BatchValue, rows: Tensor) -> BatchValue:
     return values.index_select(0, rows)
 
 
-def _as_index(indices: Indices) -> Tensor:
+def as_index(indices: Indices) -> Tensor:
     if isinstance(indices, Tensor):
         return indices.to(torch.long).reshape(-1)
     return torch.as_tensor(np.asarray(indices, dtype=np.int64).reshape(-1))
@@ -293,7 +319,7 @@ class Dataset:
 
     def batch(self, indices: Indices) -> Batch:
         """The items at ``indices`` as a :class:`Batch` (values of present rows only, in batch order)."""
-        idx = _as_index(indices)  # [B]
+        idx = as_index(indices)  # [B]
         values: dict[str, BatchValue] = {}
         for name in self.modalities:
             rows = self.row_of[name].index_select(0, idx)
@@ -315,7 +341,7 @@ class Dataset:
 
     def subset(self, indices: Indices) -> Dataset:
         """A dataset of the items at ``indices`` (values gathered, not reloaded)."""
-        idx = _as_index(indices)
+        idx = as_index(indices)
         values: dict[str, BatchValue] = {}
         row_of: dict[str, Tensor] = {}
         for name in self.modalities:

@@ -14,6 +14,14 @@ from omnibind.data.dataset import Dataset, fit_kinds, prepare_dataset, split_rec
 from omnibind.data.kinds import ModalityKind, create_kind
 from omnibind.data.missingness import apply_missing
 from omnibind.data.sources import FactSpec, LoadedData, load_source
+from omnibind.data.streaming import (
+    DiskCache,
+    LazyDataset,
+    cache_identity,
+    resolve_cache,
+    resolve_validate,
+    validate_records,
+)
 from omnibind.errors import DataError
 
 
@@ -21,7 +29,7 @@ from omnibind.errors import DataError
 class Splits:
     """Prepared datasets by split name, and the rows that were skipped (``on_error: skip``)."""
 
-    datasets: dict[str, Dataset]
+    datasets: dict[str, Dataset]  # a streamed split is a LazyDataset
     skipped: list[DataError] = field(default_factory=list)
     facts: dict[str, FactSpec] | None = None
     source: str = ""
@@ -55,6 +63,7 @@ def build_splits(
     fit: bool = True,
     source: str | None = None,
     progress: bool = True,
+    stream: tuple[str, ...] = (),
 ) -> Splits:
     """Load, split and prepare the data of a run.
 
@@ -66,6 +75,8 @@ def build_splits(
         fit: fit kind statistics on the training split (training only; evaluation reuses saved ones).
         source: another data source than the config's.
         progress: show progress bars.
+        stream: splits that may stream (training): unless ``data.cache`` resolves to ``memory`` they are
+            validated as ``data.validate`` says and become a :class:`~omnibind.data.streaming.LazyDataset`.
 
     Raises:
         DataError: the first bad record, when ``cfg.data.on_error`` is ``stop``.
@@ -86,6 +97,11 @@ def build_splits(
         records = by_split.get(split, [])
         if not records:
             continue
+        if split in stream and resolve_cache(cfg.data.cache, len(records)) != "memory":
+            lazy, bad = _stream_split(cfg, kinds, split, records, loaded, progress)
+            datasets[split] = lazy  # type: ignore[assignment]
+            skipped.extend(bad)
+            continue
         ds, bad = prepare_dataset(
             records,
             kinds,
@@ -97,6 +113,34 @@ def build_splits(
         datasets[split] = ds
         skipped.extend(bad)
     return Splits(datasets=datasets, skipped=skipped, facts=loaded.facts, source=loaded.name)
+
+
+def _stream_split(
+    cfg: RunConfig,
+    kinds: dict[str, ModalityKind],
+    split: str,
+    records: list,
+    loaded: LoadedData,
+    progress: bool,
+) -> tuple[LazyDataset, list[DataError]]:
+    """Validate a split's records (streaming) and wrap them in a lazy dataset, cached on disk if asked."""
+    mode = resolve_validate(cfg.data.validate, len(records))
+    kept, bad, content = validate_records(records, kinds, mode, cfg.data.on_error, progress)
+    cache = None
+    where = resolve_cache(cfg.data.cache, len(records))
+    if where != "none":
+        modalities = {name: cfg.to_dict()["modalities"][name] for name in kinds}
+        identity = cache_identity(cfg.data.source, modalities, split)
+        cache = DiskCache(Path(where) / split, [r.id for r in kept], kinds, identity, content)
+        if cache.invalidated:
+            import sys
+
+            print(
+                f"data.cache: the source changed since {where} was written; preparing it again",
+                file=sys.stderr,
+            )
+    data = LazyDataset(kept, kinds, cfg.data.on_error, cache, loaded.facts, loaded.name)
+    return data, bad
 
 
 def save_skipped(splits: Splits, out_dir: Path) -> Path | None:

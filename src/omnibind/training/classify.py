@@ -37,6 +37,7 @@ from torch import Tensor
 
 from omnibind.config import RunConfig
 from omnibind.data.loading import Splits, build_kinds, build_splits, save_skipped
+from omnibind.data.streaming import epoch_order
 from omnibind.errors import OmnibindError
 from omnibind.evaluation.classification import accuracy, evaluate_classifier
 from omnibind.fusion.base import Criterion
@@ -47,7 +48,7 @@ from omnibind.training.balance import BalancePolicy, StepContext, create_policie
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.init import adopt_init
 from omnibind.training.loop_state import LoopState
-from omnibind.training.trainer import check_run_dir, epoch_order
+from omnibind.training.trainer import check_run_dir
 
 
 @dataclass
@@ -161,13 +162,14 @@ def train_classifier(
             ("device", tc.device, ("auto", "cpu")),
             ("precision", tc.precision, ("fp32",)),
             ("micro_batch_size", tc.micro_batch_size, (0,)),
+            ("workers", tc.workers, (0,)),
         )
         if value not in default
     ]
     if unsupported:
         raise OmnibindError(
-            f"classify runs train on the CPU in fp32 for now; {', '.join(unsupported)} is for embedding "
-            "runs (a config without a 'task' section)"
+            f"classify runs train on the CPU in fp32, in memory, for now; {', '.join(unsupported)} is for "
+            "embedding runs (a config without a 'task' section)"
         )
     if tc.threads:
         torch.set_num_threads(tc.threads)

@@ -223,6 +223,15 @@ def sum_scalar(value: Tensor, world: Dist) -> float:
     return float(t)
 
 
+def gather_objects(items: list[Any], world: Dist) -> list[Any]:
+    """The concatenation, in rank order, of every rank's ``items`` (picklable), on every rank."""
+    if not world.enabled:
+        return list(items)
+    parts: list[Any] = [None] * world.world_size
+    dist.all_gather_object(parts, list(items))
+    return [x for part in parts for x in part]
+
+
 def broadcast_flag(flag: bool, world: Dist, device: torch.device) -> bool:
     """Rank 0's ``flag`` on every rank (early stopping decided by the rank that validates)."""
     if not world.enabled:

@@ -3,7 +3,7 @@
 ``train(cfg, run_dir)`` loads and checks the data (before anything is written), builds the model and the
 objective, and runs AdamW with warm-up + cosine decay and gradient clipping. Each step is::
 
-    batch = train_set.batch(order[...])                      # index gather: data is prepared once
+    batch = next(batches)           # the batch of this step: an index gather, or decoded in a worker
     with autocast: embeddings = model.encode(batch)          # {modality: [B, D]}, present rows only
     out = objective(embeddings, batch.present, model.logit_scale, generator)
     out.loss.backward(); clip; optimizer.step(); scheduler.step(); model.clamp_logit_scale()
@@ -28,9 +28,10 @@ import torch
 import yaml
 
 from omnibind.config import RunConfig
-from omnibind.data.dataset import Dataset
+from omnibind.data.dataset import Dataset, record_skipped
 from omnibind.data.loading import build_kinds, build_splits, save_skipped
-from omnibind.errors import OmnibindError
+from omnibind.data.streaming import StepBatches, TrainData, check_picklable, step_loader
+from omnibind.errors import DataError, OmnibindError
 from omnibind.evaluation.evaluate import validation_metrics
 from omnibind.io import write_text_atomic
 from omnibind.model import OmniModel
@@ -54,12 +55,6 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
-
-
-def epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
-    """The item order of one epoch: a permutation that depends only on ``(seed, epoch)``."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(size, generator=gen)
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> Path:
@@ -136,10 +131,12 @@ def _train(
     if init:
         copy_projections = adopt_init(cfg, init, "model.init", require_same_projection=False)
     kinds = build_kinds(cfg)
-    splits = build_splits(cfg, kinds, wanted=("train", "val"), fit=not init, progress=tc.progress and main)
+    progress = tc.progress and main
+    wanted = ("train", "val")
+    splits = build_splits(cfg, kinds, wanted=wanted, fit=not init, progress=progress, stream=("train",))
     if "train" not in splits.datasets:
         raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
-    train_set: Dataset = splits.datasets["train"]
+    train_set: TrainData = splits.datasets["train"]
     val_set: Dataset | None = splits.datasets.get("val") if main else None  # rank 0 validates
 
     torch.manual_seed(tc.seed)
@@ -192,69 +189,81 @@ def _train(
     stopped_early = False
     data_time = step_time = 0.0
     start_step = step
+    if tc.workers:
+        check_picklable(kinds)
+    steps = StepBatches(
+        train_set, tc.seed, plan.batch_size, plan.steps_per_epoch, world.rank, world.world_size
+    )
+    loader = step_loader(steps, step, plan.total, tc.workers, pin_memory=device.type == "cuda")
+    batches = iter(loader)
+    bad_values: list[DataError] = []  # values that failed to decode while training (on_error: skip)
     while step < plan.total and not stopped_early:
-        epoch, offset = divmod(step, plan.steps_per_epoch)
-        order = epoch_order(tc.seed, epoch, len(train_set))
-        for i in range(offset, plan.steps_per_epoch):
-            t0 = time.perf_counter()
-            indices = order[i * plan.batch_size : (i + 1) * plan.batch_size]
-            mine = distributed.local_slice(indices, world)  # this rank's items of the global batch
-            model.train()
-            loop.optimizer.zero_grad(set_to_none=True)
-            if micro:  # GradCache: batches are made per micro-batch inside
-                t1 = time.perf_counter()
-                out = cached_step(model, loss_fn, train_set.batch, mine, micro, precision, scaler)
-            else:
-                batch = train_set.batch(mine)
-                t1 = time.perf_counter()
-                with precision.autocast():
-                    embeddings = model.encode(batch)  # {modality: [b, D]}
-                # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
-                embeddings = {k: v.to(precision.dtype) for k, v in embeddings.items()}
-                out = loss_fn(embeddings, batch.present.to(device))
-                (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
-            # the true gradient on every rank: averaged (each computed the whole loss) or summed (local)
-            distributed.reduce_gradients(loop.parameters(), world, average=not local_loss)
-            if scaler is not None:
-                scaler.unscale_(loop.optimizer)  # clip the true gradients
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(loop.parameters(), tc.grad_clip)
-            if scaler is not None:
-                scaler.step(loop.optimizer)
-                scaler.update()
-            else:
-                loop.optimizer.step()
-            loop.scheduler.step()
-            model.clamp_logit_scale()
-            step = loop.step = step + 1
-            t2 = time.perf_counter()
+        epoch = step // plan.steps_per_epoch
+        t0 = time.perf_counter()
+        batch = next(batches)  # this rank's part of the global batch of this step
+        if isinstance(batch, DataError):
+            raise batch  # on_error: stop; the last checkpoint is intact
+        bad_values.extend(batch.skipped)
+        t1 = time.perf_counter()
+        model.train()
+        loop.optimizer.zero_grad(set_to_none=True)
+        if micro:  # GradCache: micro-batches are cut from the batch inside
+            rows = torch.arange(len(batch))
+            out = cached_step(model, loss_fn, batch.select, rows, micro, precision, scaler)
+        else:
+            with precision.autocast():
+                embeddings = model.encode(batch)  # {modality: [b, D]}
+            # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
+            embeddings = {k: v.to(precision.dtype) for k, v in embeddings.items()}
+            out = loss_fn(embeddings, batch.present.to(device))
+            (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
+        # the true gradient on every rank: averaged (each computed the whole loss) or summed (local)
+        distributed.reduce_gradients(loop.parameters(), world, average=not local_loss)
+        if scaler is not None:
+            scaler.unscale_(loop.optimizer)  # clip the true gradients
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(loop.parameters(), tc.grad_clip)
+        if scaler is not None:
+            scaler.step(loop.optimizer)
+            scaler.update()
+        else:
+            loop.optimizer.step()
+        loop.scheduler.step()
+        model.clamp_logit_scale()
+        step = loop.step = step + 1
+        t2 = time.perf_counter()
+        if step > start_step + 1:  # the first step also starts the workers: not the steady state
             data_time += t1 - t0
             step_time += t2 - t0
-            loss = distributed.sum_scalar(out.loss, world) if local_loss else float(out.loss.detach())
-            logs = {
-                "epoch": epoch,
-                "train/loss": loss,
-                "lr": loop.scheduler.get_last_lr()[0],
-                "logit_scale": float(model.logit_scale.detach()),
-                "items_per_s": len(indices) / max(t2 - t0, 1e-9),
-                "data_wait": (t1 - t0) / max(t2 - t0, 1e-9),
-            }
+        loss = distributed.sum_scalar(out.loss, world) if local_loss else float(out.loss.detach())
+        logs = {
+            "epoch": epoch,
+            "train/loss": loss,
+            "lr": loop.scheduler.get_last_lr()[0],
+            "logit_scale": float(model.logit_scale.detach()),
+            "items_per_s": plan.batch_size / max(t2 - t0, 1e-9),
+            "data_wait": (t1 - t0) / max(t2 - t0, 1e-9),
+        }
+        for cb in events:
+            cb.on_step(step, logs)
+        validate = step % plan.eval_every == 0 or step == plan.total
+        if val_set is not None and validate:
+            metrics = validation_metrics(model, val_set, cfg.eval)
             for cb in events:
-                cb.on_step(step, logs)
-            if val_set is not None and (step % plan.eval_every == 0 or step == plan.total):
-                metrics = validation_metrics(model, val_set, cfg.eval)
-                for cb in events:
-                    cb.on_validate(step, metrics)
-                if stopper is not None:
-                    if stopper.update(metrics):
-                        model.save(run_dir / "model")
-                    stopped_early = stopper.should_stop
-            if stopper is not None and world.enabled and (step % plan.eval_every == 0 or step == plan.total):
-                stopped_early = distributed.broadcast_flag(stopped_early, world, device)
-            if main and (step % plan.checkpoint_every == 0 or step == plan.total or stopped_early):
+                cb.on_validate(step, metrics)
+            if stopper is not None:
+                if stopper.update(metrics):
+                    model.save(run_dir / "model")
+                stopped_early = stopper.should_stop
+        if stopper is not None and world.enabled and validate:
+            stopped_early = distributed.broadcast_flag(stopped_early, world, device)
+        if step % plan.checkpoint_every == 0 or step == plan.total or stopped_early:
+            found = distributed.gather_objects(bad_values, world)  # every rank's, on every rank
+            if main:
+                record_skipped(run_dir / "skipped.jsonl", found)
                 loop.save(ckpt_path)
-            if step >= plan.total or stopped_early:
-                break
+            bad_values = []
+    del batches, loader  # ends the worker processes
 
     for cb in events:
         cb.on_end()
@@ -267,9 +276,9 @@ def _train(
     if best_saved:
         model = OmniModel.load(run_dir / "model", device=device)
     timing = {
-        "steps_timed": float(step - start_step),
+        "steps_timed": float(max(0, step - start_step - 1)),
         "data_wait_fraction": data_time / step_time if step_time else 0.0,
-        "items_per_s": ((step - start_step) * plan.batch_size) / step_time if step_time else 0.0,
+        "items_per_s": (max(0, step - start_step - 1) * plan.batch_size) / step_time if step_time else 0.0,
     }
     return TrainResult(
         run_dir=run_dir,

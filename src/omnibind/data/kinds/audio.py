@@ -123,6 +123,24 @@ class AudioKind(ModalityKind):
             )
         return self._conform(wave, int(rate))
 
+    def check(self, value: Any, base_dir: Path | None) -> None:
+        """A file: it exists and libsndfile reads its header; the samples are not decoded."""
+        if not isinstance(value, (str, Path, ShardMember)):
+            self.prepare(value, base_dir)
+            return
+        opened = open_file_value(value, base_dir, "a WAV audio file")
+        if opened.suffix == ".npy":
+            read_structured(opened, "a waveform")
+            return
+        import soundfile
+
+        try:
+            info = soundfile.info(opened.file)
+        except (RuntimeError, OSError, TypeError) as exc:
+            raise opened.error("a readable WAV file", exc) from None
+        if info.frames < 1:
+            raise opened.error("a WAV file with samples", "0 frames")
+
     def _read_file(self, opened: OpenedFile) -> tuple[np.ndarray, int]:
         if opened.suffix == ".npy":  # an in-memory waveform written to a shard: at the declared rate
             return self._as_array(read_structured(opened, "a waveform")), self.options.sample_rate

@@ -133,6 +133,12 @@ class ModalityKind(abc.ABC):
         """``transform(load(value))``."""
         return self.transform(self.load(value, base_dir))
 
+    def check(self, value: Any, base_dir: Path | None) -> None:
+        """The cheap check of ``data.validate: structure``: raise ``ValueError`` if ``value`` cannot be
+        read. The default prepares it (inline values are cheap); kinds with large files override it to
+        check that the file exists and that its header is right, without decoding the content."""
+        self.prepare(value, base_dir)
+
     def collate(self, items: list[Any]) -> Tensor | list[str]:
         """Stack prepared values of the present rows into one batch value."""
         return torch.stack(items)

@@ -44,6 +44,22 @@ class ImageKind(ModalityKind):
     Options = ImageOptions
     default_encoder = "conv2d"
 
+    def check(self, value: Any, base_dir: Path | None) -> None:
+        """A file: it exists and PIL reads its header (format, size); the pixels are not decoded."""
+        if not isinstance(value, (str, Path, ShardMember)):
+            self.prepare(value, base_dir)
+            return
+        opened = open_file_value(value, base_dir, "an image file (PNG/JPEG)")
+        if opened.suffix == ".npy":
+            read_structured(opened, "an image array")
+            return
+        try:
+            with Image.open(opened.file) as img:
+                if img.width < 1 or img.height < 1:
+                    raise opened.error("a non-empty image", f"size {img.size}")
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise opened.error("a readable PNG/JPEG image", exc) from None
+
     def load(self, value: Any, base_dir: Path | None) -> np.ndarray:
         if isinstance(value, (str, Path, ShardMember)):
             opened = open_file_value(value, base_dir, "an image file (PNG/JPEG)")
