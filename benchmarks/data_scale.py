@@ -140,30 +140,41 @@ def run_train(cfg: dict, out: Path) -> dict:
     return {"peak_mib": peak / 1024, "items_per_s": float(m.group(1)), "data_wait": int(m.group(2)) / 100}
 
 
+class PngCaptions:
+    """The baseline's map-style dataset: PIL decode of each PNG to a float tensor, and its caption."""
+
+    def __init__(self, manifest: Path) -> None:
+        self.folder = manifest.parent
+        self.rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        with Image.open(self.folder / self.rows[i]["image"]) as img:
+            x = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(x).permute(2, 0, 1), self.rows[i]["caption"]
+
+
+def collate_pairs(items: list) -> tuple:
+    import torch
+
+    return torch.stack([x for x, _ in items]), [t for _, t in items]
+
+
 def plain_loop(manifest: Path, workers: int, steps: int) -> dict:
     """The baseline in this process: a plain DataLoader over the PNGs, the same model, loss, optimiser."""
-    import numpy as np
     import torch
-    from PIL import Image
 
     from omnibind.config import config_from_dict
     from omnibind.model import OmniModel
     from omnibind.objectives import create_objective
 
     torch.set_num_threads(1)
-    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
-
-    class Files(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(rows)
-
-        def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
-            with Image.open(manifest.parent / rows[i]["image"]) as img:
-                x = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-            return torch.from_numpy(x).permute(2, 0, 1), rows[i]["caption"]
-
-    def collate(items: list) -> tuple[torch.Tensor, list[str]]:
-        return torch.stack([x for x, _ in items]), [t for _, t in items]
 
     cfg = config_from_dict(config(str(manifest), "memory", 0, steps))
     model = OmniModel(cfg)
@@ -175,7 +186,13 @@ def plain_loop(manifest: Path, workers: int, steps: int) -> dict:
         else {}
     )
     loader = torch.utils.data.DataLoader(
-        Files(), batch_size=64, shuffle=True, num_workers=workers, collate_fn=collate, drop_last=True, **extra
+        PngCaptions(manifest),
+        batch_size=64,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate_pairs,
+        drop_last=True,
+        **extra,
     )
     wait = total = 0.0
     done = 0
@@ -210,11 +227,12 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="memory also at 200,000 items")
     parser.add_argument("--steps", type=int, default=10, help="steps per memory run")
     parser.add_argument("--throughput-steps", type=int, default=30)
+    parser.add_argument("--only", choices=["memory", "throughput"], help="run one of the two parts")
     args = parser.parse_args()
     sizes = [2000, 20000] + ([200000] if args.full else [])
     work = Path(tempfile.mkdtemp(prefix="omnibind-data-scale-"))
-    memory = []
-    for n in sizes:
+    memory: list[dict] = []
+    for n in sizes if args.only != "throughput" else []:
         manifest = make_manifest(n)
         for label, cache, workers in (
             ("in memory (today)", "memory", 0),
@@ -225,26 +243,30 @@ def main() -> None:
             r = run_train(config(str(manifest), cache, workers, args.steps), work / f"m-{n}-{cache}")
             memory.append({"items": n, "path": label, **r})
             print(f"  {n:>7} items  {label:<22} peak {r['peak_mib']:8.0f} MiB", flush=True)
-    print("\nPeak RSS (trainer + workers), 10 steps of batch 64, 64x64 PNG + caption:")
-    print(f"{'items':>8} | {'path':<22} | {'peak MiB':>9} | {'x vs 2,000':>10}")
+    if memory:
+        print("\nPeak RSS (trainer + workers), 10 steps of batch 64, 64x64 PNG + caption:")
+        print(f"{'items':>8} | {'path':<22} | {'peak MiB':>9} | {'x vs 2,000':>10}")
     for r in memory:
         base = next(b for b in memory if b["path"] == r["path"] and b["items"] == 2000)["peak_mib"]
         print(f"{r['items']:>8} | {r['path']:<22} | {r['peak_mib']:9.0f} | {r['peak_mib'] / base:10.2f}")
+    rows = throughput(work, args.throughput_steps) if args.only != "memory" else []
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import save
 
+    print(f"written {save('data_scale', {'memory': memory, 'throughput': rows})}")
+
+
+def throughput(work: Path, steps: int) -> list[dict]:
+    """Items/s and the data-wait share of every (workers, path) pair, printed as a table."""
     manifest = make_manifest(2000)
     shards = work / "shards"
-    subprocess.run(
-        [sys.executable, "-m", "omnibind", "shards", str(manifest), "--out", str(shards)],
-        check=True,
-        capture_output=True,
-    )
-    rows = []
-    steps = args.throughput_steps
+    cmd = [sys.executable, "-m", "omnibind", "shards", str(manifest), "--out", str(shards)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    rows: list[dict] = []
     for workers in (0, 1, 2):
         cache_dir = work / f"cache-{workers}"
-        run_train(
-            config(str(manifest), str(cache_dir), workers, 2000 // 64), work / f"fill-{workers}"
-        )  # fill
+        fill = config(str(manifest), str(cache_dir), workers, 2000 // 64)  # one epoch fills the cache
+        run_train(fill, work / f"fill-{workers}")
         for label, source, cache in (
             ("omnibind, raw files", str(manifest), "none"),
             ("omnibind, disk cache", str(manifest), str(cache_dir)),
@@ -252,19 +274,14 @@ def main() -> None:
         ):
             r = run_train(config(source, cache, workers, steps), work / f"t-{workers}-{len(rows)}")
             rows.append({"workers": workers, "path": label, **r})
-        rows.append(
-            {"workers": workers, "path": "plain DataLoader loop", **plain_loop(manifest, workers, steps)}
-        )
+        plain = plain_loop(manifest, workers, steps)
+        rows.append({"workers": workers, "path": "plain DataLoader loop", **plain})
     print(f"\nData throughput, {steps} steps of batch 64 on 2,000 items (1 torch thread per process):")
     print(f"{'workers':>7} | {'path':<22} | {'items/s':>8} | {'waiting for data':>16}")
     for r in rows:
-        print(
-            f"{r['workers']:>7} | {r['path']:<22} | {r['items_per_s']:8.0f} | {100 * r['data_wait']:15.0f}%"
-        )
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import save
-
-    print(f"written {save('data_scale', {'memory': memory, 'throughput': rows})}")
+        wait = 100 * r["data_wait"]
+        print(f"{r['workers']:>7} | {r['path']:<22} | {r['items_per_s']:8.0f} | {wait:15.0f}%")
+    return rows
 
 
 if __name__ == "__main__":

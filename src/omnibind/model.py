@@ -86,6 +86,24 @@ class OmniModel(nn.Module):
             torch.tensor(float(config.model.logit_scale_init)),
             requires_grad=config.model.learn_logit_scale,
         )
+        # Outputs of frozen encoders for the training items (set by the trainer with data.cache: DIR):
+        # a DiskCache keyed by the item's position in the training set, used in training mode only.
+        self.feature_cache: Any = None
+
+    def frozen_modalities(self) -> list[str]:
+        """Modalities whose encoder output cannot change while training: every encoder under
+        ``model.freeze_encoders``, and pretrained backbones with ``freeze`` and no trainable parameter
+        (their backbone always runs in evaluation mode)."""
+        out = []
+        for name, spec in self.config.modalities.items():
+            encoder = self.encoders[name]
+            enc_name = spec.encoder.name or self.kinds[name].default_encoder
+            fixed = ENCODERS.get(enc_name).pretrained and spec.encoder.freeze
+            if self.config.model.freeze_encoders or (
+                fixed and not any(p.requires_grad for p in encoder.parameters())
+            ):
+                out.append(name)
+        return out
 
     def train(self, mode: bool = True) -> OmniModel:
         super().train(mode)
@@ -108,24 +126,49 @@ class OmniModel(nn.Module):
         with torch.no_grad():
             self.log_logit_scale.clamp_(max=float(self.config.model.logit_scale_max))
 
-    def encode_modality(self, modality: str, values: Tensor | list[str]) -> Tensor:
+    def encode_modality(
+        self, modality: str, values: Tensor | list[str], items: Tensor | None = None
+    ) -> Tensor:
         """Embed the collated values of one modality. Returns ``[n, D]`` (unit rows unless
         ``model.normalize`` is false) on the model's device.
 
         Tensor values move to the model's device, floating ones to its dtype (float64 for a model in
-        ``fp64``), so callers may pass CPU tensors as the data pipeline makes them.
+        ``fp64``), so callers may pass CPU tensors as the data pipeline makes them. ``items`` (``long[n]``,
+        the values' training-set positions) lets a frozen encoder's outputs come from
+        :attr:`feature_cache` in training.
         """
         if isinstance(values, Tensor):
             ref = self.log_logit_scale
             dtype = ref.dtype if values.is_floating_point() else values.dtype
             values = values.to(device=ref.device, dtype=dtype, non_blocking=True)
-        if self.config.model.freeze_encoders:
+        cache = self.feature_cache
+        if self.training and items is not None and cache is not None and modality in cache.shapes:
+            features = self._cached_features(modality, values, items)
+        elif self.config.model.freeze_encoders:
             with torch.no_grad():
                 features = self.encoders[modality](values)  # [n, width]
         else:
             features = self.encoders[modality](values)  # [n, width]
         z = self.projections[modality](features)  # [n, D]
         return F.normalize(z, dim=-1) if self.config.model.normalize else z
+
+    def _cached_features(self, modality: str, values: Tensor | list[str], items: Tensor) -> Tensor:
+        """A frozen encoder's outputs ``[n, width]``: read from the cache, computed (and written) once."""
+        cache = self.feature_cache
+        got = [cache.get(modality, i) for i in items.tolist()]
+        missing = [k for k, g in enumerate(got) if g is None]
+        if missing:
+            if isinstance(values, list):
+                sub: Tensor | list[str] = [values[k] for k in missing]
+            else:
+                sub = values[torch.tensor(missing, device=values.device)]
+            with torch.no_grad():
+                fresh = self.encoders[modality](sub)  # [m, width]
+            for k, row in zip(missing, fresh, strict=True):
+                cache.put(modality, int(items[k]), row.float().cpu())
+                got[k] = row
+        ref = self.log_logit_scale
+        return torch.stack([g.to(device=ref.device, dtype=ref.dtype) for g in got])
 
     def encode_zero_input(self, modality: str) -> Tensor:
         """``[D]``: the embedding of an all-zero input of ``modality`` (the empty string for text).
@@ -162,7 +205,8 @@ class OmniModel(nn.Module):
             full = self.log_logit_scale.new_zeros(size, self.dim)  # [B, D]
             rows = batch.present[:, m].nonzero().squeeze(1).to(full.device)  # [n]
             if name in batch.values and rows.numel() > 0:
-                full = full.index_copy(0, rows, self.encode_modality(name, batch.values[name]))
+                items = batch.items[batch.present[:, m]] if batch.items is not None else None
+                full = full.index_copy(0, rows, self.encode_modality(name, batch.values[name], items))
             out[name] = full
         return out
 

@@ -183,6 +183,7 @@ def test_workers_refuse_a_kind_that_cannot_be_pickled(
     raw["train"]["workers"] = 2
     with pytest.raises(ConfigError, match="modality 'image' .kind 'ImageKind'. cannot be pickled"):
         train(config_from_dict(raw), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_batch_select_cuts_a_micro_batch() -> None:
@@ -210,3 +211,36 @@ def test_bad_data_settings(key: str, value: str, message: str, tmp_path: Path) -
     raw = _raw(tmp_path / "x.jsonl", **{key: value})
     with pytest.raises(ConfigError, match=message):
         config_from_dict(raw)
+
+
+def test_frozen_encoder_outputs_are_cached_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model.init`` + ``freeze_encoders`` with ``data.cache: DIR``: the first run writes the frozen
+    encoders' outputs under DIR/train/features-*, a second run trains from them without running the
+    image encoder, and both give the weights of a run that computes the features every step."""
+    from omnibind.encoders.builtin.conv import Conv2dEncoder
+
+    source = _manifest(tmp_path / "data")
+    train(config_from_dict(_raw(source, cache="memory")), tmp_path / "base")
+    raw = _raw(source, cache=str(tmp_path / "cache"))
+    raw["model"].update({"init": str(tmp_path / "base"), "freeze_encoders": True})
+    plain = _raw(source, cache="none")
+    plain["model"].update(raw["model"])
+    train(config_from_dict(plain), tmp_path / "plain")
+    train(config_from_dict(raw), tmp_path / "first")
+    assert list((tmp_path / "cache" / "train").glob("features-*/image.npy"))
+
+    calls = []
+    original = Conv2dEncoder.forward
+
+    def counting(self: Conv2dEncoder, x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(Conv2dEncoder, "forward", counting)
+    train(config_from_dict(raw), tmp_path / "second")
+    assert calls == []  # every training item's image features came from the cache
+    want = _weights(tmp_path / "plain")
+    for run in ("first", "second"):
+        got = _weights(tmp_path / run)
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6)

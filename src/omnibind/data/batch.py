@@ -27,6 +27,8 @@ class Batch:
         metadata: per-item metadata.
         skipped: values that failed to decode when the batch was made (``on_error: skip`` with streaming
             data); they are absent in ``present``.
+        items: ``long[B]``, the items' positions in their dataset (a frozen encoder's feature cache is
+            keyed by them), or ``None``.
     """
 
     ids: list[str]
@@ -37,6 +39,7 @@ class Batch:
     facts: list[dict[str, Any] | None] | None = None
     metadata: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
+    items: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -62,6 +65,7 @@ class Batch:
             labels=[self.labels[p] for p in pos] if self.labels is not None else None,
             facts=[self.facts[p] for p in pos] if self.facts is not None else None,
             metadata=[self.metadata[p] for p in pos] if self.metadata else [],
+            items=self.items[rows] if self.items is not None else None,
         )
 
     def pin_memory(self) -> Batch:
@@ -76,6 +80,7 @@ class Batch:
             self.facts,
             self.metadata,
             self.skipped,
+            self.items,
         )
 
     def column(self, modality: str) -> Tensor:

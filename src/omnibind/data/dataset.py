@@ -337,6 +337,7 @@ class Dataset:
             labels=labels if any(x is not None for x in labels) else None,
             facts=facts if any(f is not None for f in facts) else None,
             metadata=[self.records[i].metadata for i in pos],
+            items=idx,
         )
 
     def subset(self, indices: Indices) -> Dataset:

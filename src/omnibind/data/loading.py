@@ -131,7 +131,8 @@ def _stream_split(
     if where != "none":
         modalities = {name: cfg.to_dict()["modalities"][name] for name in kinds}
         identity = cache_identity(cfg.data.source, modalities, split)
-        cache = DiskCache(Path(where) / split, [r.id for r in kept], kinds, identity, content)
+        shapes = {name: kind.input_shape() for name, kind in kinds.items()}
+        cache = DiskCache(Path(where) / split, [r.id for r in kept], shapes, identity, content)
         if cache.invalidated:
             import sys
 
@@ -140,6 +141,7 @@ def _stream_split(
                 file=sys.stderr,
             )
     data = LazyDataset(kept, kinds, cfg.data.on_error, cache, loaded.facts, loaded.name)
+    data.content = content
     return data, bad
 
 

@@ -142,7 +142,8 @@ class DiskCache:
     Args:
         root: the cache folder (created).
         ids: the split's item ids, in order.
-        kinds: the modality kinds.
+        shapes: the shape of one row per cached modality (a kind's ``input_shape()``; an encoder's
+            ``(output_dim,)`` for frozen features). Modalities without a shape (text) are not cached.
         identity: ``{"source": ..., "modalities": {...}}``: what the cache belongs to.
         content: the content digest of :func:`validate_records`.
     """
@@ -151,13 +152,13 @@ class DiskCache:
         self,
         root: str | Path,
         ids: list[str],
-        kinds: dict[str, ModalityKind],
+        shapes: dict[str, tuple[int, ...]],
         identity: dict[str, Any],
         content: str,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.shapes = {m: k.input_shape() for m, k in kinds.items() if k.input_shape()}
+        self.shapes = {m: tuple(shape) for m, shape in shapes.items() if shape}
         ids_digest = hashlib.blake2b("\0".join(ids).encode(), digest_size=16).hexdigest()
         meta = {"version": CACHE_VERSION, **identity, "items": len(ids), "ids": ids_digest}
         path = self.root / "cache.json"
@@ -265,6 +266,7 @@ class LazyDataset:
         ).reshape(len(records), len(self.modalities))
         self.fact_specs = fact_specs
         self.source_name = source_name
+        self.content = ""  # the content digest of validate_records (set by the loader)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -315,6 +317,7 @@ class LazyDataset:
             facts=facts if any(f is not None for f in facts) else None,
             metadata=[self.records[i].metadata for i in pos],
             skipped=skipped,
+            items=idx,
         )
 
 

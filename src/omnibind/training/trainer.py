@@ -18,7 +18,9 @@ its slice of the same global batch and the objective sees the gathered batch (``
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,15 @@ import yaml
 from omnibind.config import RunConfig
 from omnibind.data.dataset import Dataset, record_skipped
 from omnibind.data.loading import build_kinds, build_splits, save_skipped
-from omnibind.data.streaming import StepBatches, TrainData, check_picklable, step_loader
+from omnibind.data.streaming import (
+    DiskCache,
+    LazyDataset,
+    StepBatches,
+    TrainData,
+    check_picklable,
+    resolve_cache,
+    step_loader,
+)
 from omnibind.errors import DataError, OmnibindError
 from omnibind.evaluation.evaluate import validation_metrics
 from omnibind.io import write_text_atomic
@@ -109,6 +119,25 @@ def _check_distributed(cfg: RunConfig, objective: torch.nn.Module, world: distri
         )
 
 
+def _feature_cache(cfg: RunConfig, model: OmniModel, train_set: TrainData) -> DiskCache | None:
+    """With ``data.cache: DIR``, the frozen encoders' outputs for the training items, on disk in
+    ``DIR/train/features-<digest>``: the digest covers those encoders' weights and config, so another
+    model.init or backbone gets its own folder."""
+    where = resolve_cache(cfg.data.cache, len(train_set))
+    frozen = model.frozen_modalities()
+    if not frozen or where in ("memory", "none") or not isinstance(train_set, LazyDataset):
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for name in frozen:
+        digest.update(json.dumps(cfg.to_dict()["modalities"][name], sort_keys=True, default=str).encode())
+        for key, value in sorted(model.encoders[name].state_dict().items()):
+            digest.update(key.encode() + value.detach().cpu().double().numpy().tobytes())
+    identity = {"features": digest.hexdigest(), "source": cfg.data.source}
+    shapes = {name: (int(model.encoders[name].output_dim),) for name in frozen}
+    root = Path(where) / "train" / f"features-{digest.hexdigest()[:16]}"
+    return DiskCache(root, train_set.ids, shapes, identity, train_set.content)
+
+
 def _train(
     cfg: RunConfig,
     run_dir: Path,
@@ -145,8 +174,11 @@ def _train(
         copy_weights(model, init, projections=copy_projections)
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
     _check_distributed(cfg, objective, world)
+    if tc.workers:
+        check_picklable(kinds)  # the kinds go to the worker processes
     # weights are made on the CPU (the same initial weights on every device), then moved
     model.to(device=device, dtype=precision.dtype)
+    model.feature_cache = _feature_cache(cfg, model, train_set)
     objective.to(device=device, dtype=precision.dtype)
     scaler = precision.grad_scaler()
     loop = LoopState(
@@ -189,8 +221,6 @@ def _train(
     stopped_early = False
     data_time = step_time = 0.0
     start_step = step
-    if tc.workers:
-        check_picklable(kinds)
     steps = StepBatches(
         train_set, tc.seed, plan.batch_size, plan.steps_per_epoch, world.rank, world.world_size
     )
