@@ -16,6 +16,7 @@ under ``benchmarks/.data/pngN/`` (synthetic, made here).
 
     python benchmarks/data_scale.py            # memory at 2k/20k, throughput on 2k
     python benchmarks/data_scale.py --full     # memory also at 200k
+    python benchmarks/data_scale.py --only throughput   # one part (results/data_scale_throughput.json)
 """
 
 from __future__ import annotations
@@ -253,7 +254,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import save
 
-    print(f"written {save('data_scale', {'memory': memory, 'throughput': rows})}")
+    name = "data_scale" + (f"_{args.only}" if args.only else "")
+    print(f"written {save(name, {'memory': memory, 'throughput': rows})}")
 
 
 def throughput(work: Path, steps: int) -> list[dict]:

@@ -244,3 +244,18 @@ def test_frozen_encoder_outputs_are_cached_on_disk(tmp_path: Path, monkeypatch: 
         got = _weights(tmp_path / run)
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6)
+
+
+def test_training_from_shards_gives_the_manifest_weights(tmp_path: Path) -> None:
+    """Shards keep ids and order and are read by offset: streaming from them, in a worker, trains the
+    weights of the manifest run (and so resumes exactly like it)."""
+    from omnibind.data.manifest import read_manifest as read
+    from omnibind.data.shards import write_shards
+
+    source = _manifest(tmp_path / "data")
+    write_shards(read(source), tmp_path / "shards", shard_size=40, progress=False)
+    train(config_from_dict(_raw(source, cache="memory")), tmp_path / "manifest")
+    raw = _raw(tmp_path / "shards", cache="none")
+    raw["train"]["workers"] = 1
+    train(config_from_dict(raw), tmp_path / "shards-run")
+    assert _same(_weights(tmp_path / "manifest"), _weights(tmp_path / "shards-run"))
