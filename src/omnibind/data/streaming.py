@@ -17,10 +17,12 @@ Three pieces, chosen by ``data.validate``, ``data.cache`` and ``train.workers``:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,29 +163,34 @@ class DiskCache:
         self.shapes = {m: tuple(shape) for m, shape in shapes.items() if shape}
         ids_digest = hashlib.blake2b("\0".join(ids).encode(), digest_size=16).hexdigest()
         meta = {"version": CACHE_VERSION, **identity, "items": len(ids), "ids": ids_digest}
-        path = self.root / "cache.json"
-        fresh = True
-        if path.exists():
-            old = json.loads(path.read_text())
-            differs = [k for k in meta if old.get(k) != meta[k]]
-            if differs:
-                raise ConfigError(
-                    f"data.cache {self.root} holds the cache of another source or config (differs in "
-                    f"{', '.join(differs)}: {_describe(old, meta, differs[0])}); choose another folder or "
-                    "delete this one"
-                )
-            fresh = old.get("content") != content
-        self.invalidated = fresh and path.exists()
         self._n = len(ids)
         self._arrays: dict[str, np.memmap] = {}
         self._filled: dict[str, np.memmap] = {}
-        if fresh:  # new, or the source's content changed: every row is prepared again
-            for name, shape in self.shapes.items():
-                np.lib.format.open_memmap(
-                    self._file(name), mode="w+", dtype=np.float32, shape=(self._n, *shape)
-                )
-                np.memmap(self.root / f"{name}.filled", dtype=np.uint8, mode="w+", shape=(self._n,)).flush()
-            write_text_atomic(path, json.dumps({**meta, "content": content}, indent=1))
+        with _exclusive(self.root / ".lock"):  # ranks sharing the folder: one creates, the others open
+            path = self.root / "cache.json"
+            fresh = True
+            if path.exists():
+                old = json.loads(path.read_text())
+                differs = [k for k in meta if old.get(k) != meta[k]]
+                if differs:
+                    raise ConfigError(
+                        f"data.cache {self.root} holds the cache of another source or config "
+                        f"(differs in {', '.join(differs)}: {_describe(old, meta, differs[0])}); choose "
+                        "another folder or delete this one"
+                    )
+                fresh = old.get("content") != content
+            self.invalidated = fresh and path.exists()
+            if fresh:  # new, or the source's content changed: every row is prepared again
+                for name, shape in self.shapes.items():
+                    for old_file in (self._file(name), self.root / f"{name}.filled"):
+                        old_file.unlink(missing_ok=True)  # a new file: maps other processes hold stay valid
+                    np.lib.format.open_memmap(
+                        self._file(name), mode="w+", dtype=np.float32, shape=(self._n, *shape)
+                    )
+                    np.memmap(
+                        self.root / f"{name}.filled", dtype=np.uint8, mode="w+", shape=(self._n,)
+                    ).flush()
+                write_text_atomic(path, json.dumps({**meta, "content": content}, indent=1))
 
     def _file(self, name: str) -> Path:
         return self.root / f"{name}.npy"
@@ -223,6 +230,22 @@ class DiskCache:
         state = dict(self.__dict__)
         state["_arrays"], state["_filled"] = {}, {}  # maps are reopened in the worker process
         return state
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``lock`` (POSIX ``flock``; no lock where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one process per cache folder
+        yield
+        return
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _describe(old: dict[str, Any], new: dict[str, Any], key: str) -> str:
