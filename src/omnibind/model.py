@@ -204,7 +204,12 @@ class OmniModel(nn.Module):
         for m, name in enumerate(self.modalities):
             full = self.log_logit_scale.new_zeros(size, self.dim)  # [B, D]
             rows = batch.present[:, m].nonzero().squeeze(1).to(full.device)  # [n]
-            if name in batch.values and rows.numel() > 0:
+            if name not in batch.values or rows.numel() == 0:
+                if self.training and self.config.model.projection == "bn" and _several_processes():
+                    # synchronised batch norm: every rank joins the statistics' collectives, with 0 rows
+                    empty = full.new_zeros(0, self.encoders[name].output_dim)
+                    full = full.index_copy(0, rows[:0], self.projections[name](empty))
+            else:
                 items = batch.items[batch.present[:, m]] if batch.items is not None else None
                 full = full.index_copy(0, rows, self.encode_modality(name, batch.values[name], items))
             out[name] = full
@@ -332,3 +337,9 @@ def read_artifact(directory: Path, fmt: str, hint: str) -> tuple[RunConfig, dict
     if meta.get("format") != fmt:
         raise OmnibindError(f"{cfg_path}: format {meta.get('format')!r} is not {fmt!r} ({hint})")
     return config_from_dict(meta["config"]), load_file(str(directory / WEIGHTS_NAME))
+
+
+def _several_processes() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

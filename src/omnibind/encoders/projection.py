@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -12,15 +13,46 @@ class Standardize(nn.BatchNorm1d):
 
     Unlike ``nn.BatchNorm1d`` it accepts a single row in training (a batch where one item has the
     modality), using the running averages for it, so that any batch the trainer builds works.
+
+    Under torchrun (a process group of more than one process) the statistics in training are those of
+    the global batch: the rows of every rank, summed across the ranks with gradients (the synchronised
+    batch norm of several processes, on any backend, gloo included). Every rank must call it at the same
+    points, also with zero rows (``OmniModel.encode`` does).
     """
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim, affine=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.training and _world_size() > 1:
+            return self._synced(x)
         if self.training and x.shape[0] < 2:
             return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
         return super().forward(x)
+
+    def _synced(self, x: Tensor) -> Tensor:
+        """Batch norm over the rows of every rank: two passes (mean, then centred squares) of sums."""
+        from omnibind.training.distributed import all_reduce_sum
+
+        head = torch.cat([x.sum(dim=0), x.new_tensor([float(x.shape[0])])])  # [C + 1]
+        total = all_reduce_sum(head)
+        n = float(total[-1].detach())
+        if n < 2:  # as for a lone row in one process: the running averages
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False, eps=self.eps)
+        mean = total[:-1] / n
+        var = all_reduce_sum(((x - mean) ** 2).sum(dim=0)) / n  # biased, as batch norm normalises
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
+            self.num_batches_tracked.add_(1)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class Projection(nn.Module):
@@ -36,7 +68,7 @@ class Projection(nn.Module):
     (``model.init``): a weak feature (like a bit only a product of three modalities reveals, which
     Symile's score needs) enters with the same spread as the strong ones, and without unit-length rows
     the strong facts do not use up the length it needs to grow (docs/concepts.md). Rows are independent
-    at evaluation only (training uses batch statistics).
+    at evaluation only (training uses batch statistics, those of the global batch under torchrun).
 
     Args:
         in_dim: the encoder's ``output_dim``.

@@ -190,6 +190,27 @@ class _GatherWithGrad(torch.autograd.Function):
         return total[rank * rows : (rank + 1) * rows].clone()
 
 
+class _SumAcrossRanks(torch.autograd.Function):
+    """``all_reduce`` (sum) whose backward is the sum of the ranks' gradients (synchronised batch norm)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        y = x.detach().clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        g = grad.detach().clone().contiguous()
+        dist.all_reduce(g)
+        return g
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """The sum of ``x`` over the ranks, differentiable (each rank's gradient is the ranks' total)."""
+    return _SumAcrossRanks.apply(x)
+
+
 def reduce_gradients(parameters: list[torch.nn.Parameter], world: Dist, average: bool) -> None:
     """Sum (``local_loss``) or average (every rank computed the whole loss) the gradients over the ranks.
 

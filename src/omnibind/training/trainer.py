@@ -111,12 +111,6 @@ def _check_distributed(cfg: RunConfig, objective: torch.nn.Module, world: distri
             f"objective.local_loss: objective '{cfg.objective.name}' takes no rows= argument, so it cannot "
             "compute a local loss; set objective.local_loss: false"
         )
-    if world.enabled and cfg.model.projection == "bn":
-        raise OmnibindError(
-            "model.projection: bn under torchrun: its batch statistics would be those of each process's "
-            "slice, not of the global batch, so the step would depend on the number of processes; use "
-            "projection linear or mlp, or train bn in one process"
-        )
 
 
 def _feature_cache(cfg: RunConfig, model: OmniModel, train_set: TrainData) -> DiskCache | None:
