@@ -124,14 +124,6 @@ def check_divisible(batch_size: int, world: Dist, num_items: int) -> None:
         )
 
 
-def local_slice(indices: Tensor, world: Dist) -> Tensor:
-    """Rank ``r``'s contiguous part of the global batch's item indices."""
-    if not world.enabled:
-        return indices
-    size = len(indices) // world.world_size
-    return indices[world.rank * size : (world.rank + 1) * size]
-
-
 def gather_batch(
     embeddings: Embeddings, present: Tensor, world: Dist
 ) -> tuple[Embeddings, Tensor, Tensor | None]:
