@@ -59,3 +59,31 @@ def tiny_shapes_config(objective: str = "symile", n: int = 240, epochs: int = 2,
             ]
         },
     }
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL a process and all its descendants (read from ``/proc``), as a machine failure would.
+
+    torchrun's workers run in their own sessions, so killing its process group is not enough.
+    """
+    import os
+    import signal
+
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -18,7 +18,7 @@ import torch
 
 from omnibind.config import config_from_dict
 from omnibind.training.trainer import train
-from tests.helpers import EXACTNESS_OBJECTIVES, tiny_shapes_config
+from tests.helpers import EXACTNESS_OBJECTIVES, kill_tree, tiny_shapes_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("dist_train.py")
@@ -228,7 +228,7 @@ def test_cli_under_torchrun_resumes_to_the_same_weights(tmp_path: Path) -> None:
             except Exception:  # noqa: BLE001 - replaced while being read; try again
                 pass
         time.sleep(0.02)
-    _kill_tree(job.pid)  # torchrun's workers run in their own sessions: kill every descendant
+    kill_tree(job.pid)  # torchrun's workers run in their own sessions: kill every descendant
     job.wait()
     killed_at = torch.load(ckpt, weights_only=False)["step"]
     assert 3 <= killed_at < 40
@@ -238,32 +238,6 @@ def test_cli_under_torchrun_resumes_to_the_same_weights(tmp_path: Path) -> None:
     b = torch.load(ckpt, weights_only=False)
     assert a["step"] == b["step"] == 40
     assert _worst(a["modules"]["model"], b["modules"]["model"]) == 0.0
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _kill_tree(root: int) -> None:
-    """SIGKILL a process and all its descendants, as a machine failure would."""
-    for pid in _descendants(root):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_a_batch_the_world_size_does_not_divide_is_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``omnibind embed RUN --data DATA --out FILE.parquet``."""
+"""``omnibind embed RUN --data DATA --out FILE.parquet | DIR [--part-size N]`` (also under torchrun)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ import typer
 def embed(
     run: Path = typer.Argument(..., help="Run folder (or a model folder)."),
     data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
-    out: Path = typer.Option(..., "--out", help="Parquet file to write."),
+    out: Path = typer.Option(
+        ..., "--out", help="A .parquet file, or a folder of parts (part-RRRRR-SSSSS.parquet + parts.json)."
+    ),
     batch_size: int = typer.Option(256, help="Items per forward pass."),
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA where there is one), cpu, cuda[:N], mps."
     ),
+    part_size: int = typer.Option(10_000, "--part-size", help="Items per part (folder output)."),
 ) -> None:
-    """Embed every item of DATA: one row per item, one list<float32> column per modality (null if absent)."""
+    """Embed every item of DATA: one row per item, one list<float32> column per modality (null if absent).
+
+    With a folder as --out the items are embedded in parts, streaming, and a rerun skips finished parts;
+    under torchrun every process embeds its share of the parts."""
+    if out.suffix != ".parquet":
+        _embed_parts(run, data, out, batch_size, device, part_size)
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -46,3 +55,30 @@ def embed(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out, sink.getvalue().to_pybytes())
     typer.echo(f"embedded {total} items ({', '.join(model.modalities)}) -> {out}")
+
+
+def _embed_parts(run: Path, data: str, out: Path, batch_size: int, device: str, part_size: int) -> None:
+    """The folder layout, on this process's share of the parts (all of them without torchrun)."""
+    import torch
+
+    from omnibind.errors import OmnibindError
+    from omnibind.evaluation.parts import PARTS_NAME, embed_parts
+    from omnibind.model import OmniModel, model_dir
+    from omnibind.training.distributed import world_from_env
+    from omnibind.training.precision import resolve_device
+
+    if part_size < 1:
+        raise OmnibindError(f"--part-size must be at least 1, got {part_size}")
+    world = world_from_env()
+    where = resolve_device(device)
+    if world.enabled and where.type == "cuda":
+        where = torch.device("cuda", world.local_rank)  # one GPU per process
+    folder = model_dir(run)
+    model = OmniModel.load(folder, device=where)
+    listing = embed_parts(
+        model, data, out, part_size, batch_size, world.rank, world.world_size, model_ref=str(folder.resolve())
+    )
+    if listing is not None:
+        typer.echo(
+            f"embedded {listing['items']} items in {len(listing['parts'])} parts -> {out / PARTS_NAME}"
+        )
