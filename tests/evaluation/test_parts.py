@@ -142,3 +142,49 @@ def test_sigkill_at_random_moments_loses_nothing(run: Path, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(_rows(out)) == 6000
     print(f"part files after each kill: {counts}")
+
+
+def test_index_build_from_embeddings_equals_index_build_from_data(run: Path, tmp_path: Path) -> None:
+    from omnibind.index import Index
+
+    runner = CliRunner()
+    parts = tmp_path / "parts"
+    res = runner.invoke(app, ["embed", str(run), "--data", DATA, "--out", str(parts), "--part-size", "100"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app, ["index", "build", str(run), "--from-embeddings", str(parts), "--out", str(tmp_path / "a")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "committed 600 items" in res.output
+    res = runner.invoke(app, ["index", "build", str(run), "--data", DATA, "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    a, b = Index.open(tmp_path / "a"), Index.open(tmp_path / "b")
+    assert a.counts() == b.counts() and len(a) == 600
+    for query in ({"caption": "a red square"}, {"caption": "a small blue circle"}):
+        for target in ("image", "sound", "table"):
+            ha = [(h.id, round(h.score, 5)) for h in a.search(query, target=target, k=10).hits]
+            hb = [(h.id, round(h.score, 5)) for h in b.search(query, target=target, k=10).hits]
+            assert ha == hb, target
+            ra, rb = a.search(query, target=target, k=3), b.search(query, target=target, k=3)
+            assert [h.metadata for h in ra.hits] == [h.metadata for h in rb.hits]
+
+
+def test_index_build_from_unfinished_or_foreign_parts_is_refused(run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    (tmp_path / "parts").mkdir()
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            str(run),
+            "--from-embeddings",
+            str(tmp_path / "parts"),
+            "--out",
+            str(tmp_path / "i"),
+        ],
+    )
+    assert res.exit_code != 0 and "has no parts.json: the embedding has not finished" in res.output
+    assert not (tmp_path / "i").exists()
+    res = runner.invoke(app, ["index", "build", str(run), "--out", str(tmp_path / "i")])
+    assert res.exit_code != 0 and "exactly one of --data DATA and --from-embeddings DIR" in res.output

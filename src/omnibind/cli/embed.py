@@ -63,6 +63,7 @@ def _embed_parts(run: Path, data: str, out: Path, batch_size: int, device: str, 
 
     from omnibind.errors import OmnibindError
     from omnibind.evaluation.parts import PARTS_NAME, embed_parts
+    from omnibind.index.store import model_hash
     from omnibind.model import OmniModel, model_dir
     from omnibind.training.distributed import world_from_env
     from omnibind.training.precision import resolve_device
@@ -76,7 +77,7 @@ def _embed_parts(run: Path, data: str, out: Path, batch_size: int, device: str, 
     folder = model_dir(run)
     model = OmniModel.load(folder, device=where)
     listing = embed_parts(
-        model, data, out, part_size, batch_size, world.rank, world.world_size, model_ref=str(folder.resolve())
+        model, data, out, part_size, batch_size, world.rank, world.world_size, model_ref=model_hash(folder)
     )
     if listing is not None:
         typer.echo(

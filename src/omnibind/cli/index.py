@@ -29,20 +29,35 @@ def _add(index, data: str, root: str | None, batch_size: int) -> int:  # noqa: A
 
 def build(
     run: Path = typer.Argument(..., help="Run folder (or a model folder)."),
-    data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
+    data: str = typer.Option(None, "--data", help="Manifest path or builtin:NAME[?k=v]."),
     out: Path = typer.Option(..., "--out", help="Index directory to create."),
+    from_embeddings: Path = typer.Option(
+        None, "--from-embeddings", help="A folder of parts from `omnibind embed RUN --out DIR` (no encoding)."
+    ),
     root: str = typer.Option(None, "--root", help="Data folder for built-in loaders that need one."),
     batch_size: int = typer.Option(1024, help="Items per commit."),
     exact_threshold: int = typer.Option(200_000, help="Vectors per modality above which HNSW is used."),
     prefix: int = typer.Option(64, help="Matryoshka prefix width of the HNSW graph."),
     device: str = typer.Option("auto", "--device", help="Where the model embeds: auto, cpu, cuda[:N], mps."),
 ) -> None:
-    """Embed every item of DATA with the model of RUN into a new index at OUT."""
+    """Embed every item of DATA with the model of RUN into a new index at OUT (or index the parts that
+    `omnibind embed RUN --out DIR` wrote, with --from-embeddings DIR)."""
+    from omnibind.errors import OmnibindError
     from omnibind.index import Index, SearchSettings
 
+    if (data is None) == (from_embeddings is None):
+        raise OmnibindError("give exactly one of --data DATA and --from-embeddings DIR (nothing was written)")
+    if from_embeddings is not None and not (from_embeddings / "parts.json").exists():
+        raise OmnibindError(
+            f"{from_embeddings} has no parts.json: the embedding has not finished; rerun `omnibind embed` "
+            "with the same arguments (it skips the parts already written); nothing was written"
+        )
     settings = SearchSettings(exact_threshold=exact_threshold, prefix=prefix)
     index = Index.create(out, run, settings, device=device)
-    total = _add(index, data, root, batch_size)
+    if from_embeddings is not None:
+        total = index.add_parts(from_embeddings, on_commit=_acknowledge, progress=True, root=root)
+    else:
+        total = _add(index, data, root, batch_size)
     typer.echo(
         f"indexed {total} items ({', '.join(f'{m}: {n}' for m, n in index.counts().items())}) -> {out}"
     )

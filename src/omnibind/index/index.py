@@ -291,29 +291,96 @@ class Index:
             else:
                 ds, _ = prepare_dataset(chunk, self.model.kinds, progress=False)
             embeddings, present = embed_dataset(self.model, ds)
-            raw = {
-                m: [
-                    raw_columns(
-                        self.kinds[m], r.values[m], r.base_dir, self.model.config.modalities[m].options
-                    )
-                    if m in r.values
-                    else None
-                    for r in chunk
-                ]
-                for m in self.modalities
-            }
             self.add_embeddings(
                 [r.id for r in chunk],
                 {m: e.numpy() for m, e in embeddings.items()},
                 present.numpy(),
                 [_item_metadata(r) for r in chunk],
-                raw,
+                self._raw(chunk),
                 replace=replace,
             )
             done += len(chunk)
             bar.update(len(chunk))
             if on_commit is not None:
                 on_commit(done, [r.id for r in chunk])
+        bar.close()
+        return done
+
+    def _raw(self, chunk: list[Any]) -> dict[str, list[dict[str, Any] | None]]:
+        """Per modality, each record's raw-value columns (a file reference, the text), ``None`` if absent."""
+        options = {m: self.model.config.modalities[m].options for m in self.modalities}
+        return {
+            m: [
+                raw_columns(self.kinds[m], r.values[m], r.base_dir, options[m]) if m in r.values else None
+                for r in chunk
+            ]
+            for m in self.modalities
+        }
+
+    def add_parts(
+        self,
+        folder: str | Path,
+        on_commit: OnCommit | None = None,
+        progress: bool = False,
+        root: str | None = None,
+    ) -> int:
+        """Add the items of an ``omnibind embed ... --out DIR`` folder without encoding them again.
+
+        The parts must come from this index's model (``parts.json`` names it, with its width and
+        modalities). The records of the parts' source are read (not decoded) for each item's metadata and
+        raw-value references, so the index holds what ``add(records)`` would; one commit per part.
+
+        Raises:
+            SearchError: no ``parts.json`` (the embedding did not finish), or parts of another model.
+        """
+        import pyarrow.parquet as pq
+        from tqdm.auto import tqdm
+
+        from omnibind.data.sources import load_source
+
+        folder = Path(folder)
+        listing_path = folder / "parts.json"
+        if not listing_path.exists():
+            raise SearchError(
+                f"{folder} has no parts.json: the embedding has not finished; rerun `omnibind embed` with "
+                "the same arguments (it skips the parts already written)"
+            )
+        listing = json.loads(listing_path.read_text())
+        ours = {"dim": self.model.dim, "modalities": list(self.model.modalities)}
+        theirs = {"dim": listing.get("dim"), "modalities": listing.get("modalities")}
+        digest = self.store.meta["model"]["sha256"]
+        if ours != theirs or listing.get("model") != digest:
+            raise SearchError(
+                f"{folder} was embedded by another model (sha256 {str(listing.get('model'))[:12]}, "
+                f"{theirs}); this index's model is sha256 {digest[:12]}, {ours}"
+            )
+        records = {
+            r.id: r for r in load_source(listing["source"], root=root, modalities=self.modalities).records
+        }
+        done = 0
+        bar = tqdm(total=int(listing["items"]), desc="indexing", unit="item", disable=not progress)
+        for part in listing["parts"]:
+            table = pq.read_table(folder / part["file"]).to_pydict()
+            ids = [str(i) for i in table["id"]]
+            missing = [i for i in ids if i not in records]
+            if missing:
+                raise SearchError(
+                    f"{part['file']}: ids {missing[:3]} are not in the source {listing['source']} any more"
+                )
+            chunk = [records[i] for i in ids]
+            present = np.array([[table[m][k] is not None for m in self.modalities] for k in range(len(ids))])
+            present = present.reshape(len(ids), len(self.modalities))
+            vectors = {
+                m: np.array(
+                    [v if v is not None else [0.0] * self.model.dim for v in table[m]], dtype=np.float32
+                ).reshape(len(ids), self.model.dim)
+                for m in self.modalities
+            }
+            self.add_embeddings(ids, vectors, present, [_item_metadata(r) for r in chunk], self._raw(chunk))
+            done += len(ids)
+            bar.update(len(ids))
+            if on_commit is not None:
+                on_commit(done, ids)
         bar.close()
         return done
 
