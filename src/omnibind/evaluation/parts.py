@@ -111,7 +111,7 @@ def embed_parts(
     count = -(-len(records) // part_size)
     parts = [(s, s * part_size, min((s + 1) * part_size, len(records))) for s in range(count)]
     mine = [p for p in parts if p[0] % world_size == rank]
-    started = time.perf_counter()
+    started = time.time()
     bar = tqdm(total=len(records), desc="embedding", unit="item", disable=not (progress and rank == 0))
     for s, lo, hi in mine:
         if s in finished_parts(out):
@@ -143,11 +143,18 @@ def embed_parts(
 
 
 def _show(bar: Any, out: Path, parts: list[tuple[int, int, int]], started: float) -> None:
-    """Items finished over every rank (the part files that exist), and their rate."""
+    """Items finished over every rank (the part files that exist), and the rate of those written since
+    this process started (parts of an earlier, killed run do not count)."""
     done = finished_parts(out)
-    items = sum(hi - lo for s, lo, hi in parts if s in done)
-    bar.n = items
-    bar.set_postfix(items_s=f"{items / max(time.perf_counter() - started, 1e-9):.0f}", refresh=False)
+    sizes = {s: hi - lo for s, lo, hi in parts}
+    bar.n = sum(sizes[s] for s in done if s in sizes)
+    fresh = 0
+    for s, path in done.items():
+        try:
+            fresh += sizes.get(s, 0) if path.stat().st_mtime >= started else 0
+        except OSError:
+            continue
+    bar.set_postfix(items_s=f"{fresh / max(time.time() - started, 1e-9):.0f}", refresh=False)
     bar.refresh()
 
 
