@@ -82,3 +82,26 @@ def test_logit_scale_is_clamped(setup) -> None:
         model.log_logit_scale.fill_(10.0)
     model.clamp_logit_scale()
     assert float(model.logit_scale.detach()) == pytest.approx(100.0, rel=1e-5)
+
+
+def test_load_only_the_named_towers(tmp_path: Path) -> None:
+    """``OmniModel.load(dir, modalities=[...])`` builds and reads only those towers; their embeddings are
+    the full model's."""
+    cfg = config_from_dict(tiny_shapes_config(n=64))
+    data = build_splits(cfg, build_kinds(cfg), wanted=("train",), progress=False).datasets["train"]
+    full = OmniModel(cfg)
+    full.save(tmp_path / "model")
+    full = OmniModel.load(tmp_path / "model")
+    part = OmniModel.load(tmp_path / "model", modalities=["caption", "image"])
+    assert part.modalities == ("image", "caption")  # the saved order
+    assert set(part.encoders) == {"image", "caption"} and set(part.projections) == {"image", "caption"}
+    assert sum(p.numel() for p in part.parameters()) < sum(p.numel() for p in full.parameters())
+    batch = data.batch(range(8))
+    for name in ("image", "caption"):
+        torch.testing.assert_close(
+            part.encode_modality(name, batch.values[name]), full.encode_modality(name, batch.values[name])
+        )
+    with pytest.raises(OmnibindError, match="no modality 'imag'.*did you mean 'image'"):
+        OmniModel.load(tmp_path / "model", modalities=["imag"])
+    with pytest.raises(OmnibindError, match=r"modalities=\[\]"):
+        OmniModel.load(tmp_path / "model", modalities=[])

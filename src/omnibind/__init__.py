@@ -45,11 +45,12 @@ _LAZY = {
 }
 
 
-def load(path: str) -> Any:
-    """Load a saved model (a model folder, or a run folder holding ``model/``)."""
+def load(path: str, modalities: list[str] | None = None) -> Any:
+    """Load a saved model (a model folder, or a run folder holding ``model/``); with ``modalities``,
+    only those towers (see :meth:`OmniModel.load`)."""
     from omnibind.model import OmniModel, model_dir
 
-    return OmniModel.load(model_dir(path))
+    return OmniModel.load(model_dir(path), modalities=modalities)
 
 
 def list_kinds() -> list[str]:

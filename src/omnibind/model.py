@@ -281,13 +281,37 @@ class OmniModel(nn.Module):
         return write_artifact(directory, self, self.config, self.kinds, FORMAT)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> OmniModel:
+    def load(
+        cls,
+        directory: str | Path,
+        device: str | torch.device | None = None,
+        modalities: Sequence[str] | None = None,
+    ) -> OmniModel:
         """Load a model saved by :meth:`save`; needs no training code. Returns it in eval mode, in
         float32, on ``device`` (``auto | cpu | cuda | cuda:N | mps`` or a ``torch.device``; default the
-        CPU)."""
-        config, weights = read_artifact(
-            Path(directory), FORMAT, "a run directory holds the model in its 'model/' folder"
-        )
+        CPU).
+
+        ``modalities`` loads only those towers (encoder and projection): the others are neither built
+        nor read from the weights file, and the model then knows only the named modalities (their
+        embeddings are the full model's).
+
+        Raises:
+            OmnibindError: a name the model does not have, or an empty list.
+        """
+        hint = "a run directory holds the model in its 'model/' folder"
+        if modalities is None:
+            config, weights = read_artifact(Path(directory), FORMAT, hint)
+        else:
+            config, _ = read_artifact(Path(directory), FORMAT, hint, keys=lambda key: False)
+            keep = _check_towers(list(modalities), list(config.modalities))
+            config.modalities = {m: spec for m, spec in config.modalities.items() if m in keep}
+            towers = tuple(f"{part}.{m}." for part in ("encoders", "projections") for m in keep)
+            _, weights = read_artifact(
+                Path(directory),
+                FORMAT,
+                hint,
+                keys=lambda key: not key.startswith(("encoders.", "projections.")) or key.startswith(towers),
+            )
         model = cls(config)
         model.load_state_dict(weights)
         if device is not None:
@@ -324,8 +348,26 @@ def write_artifact(
     return directory
 
 
-def read_artifact(directory: Path, fmt: str, hint: str) -> tuple[RunConfig, dict[str, torch.Tensor]]:
-    """Read what :func:`write_artifact` wrote, checking the format; ``hint`` ends the error messages."""
+def _check_towers(wanted: list[str], have: list[str]) -> list[str]:
+    if not wanted:
+        raise OmnibindError(f"modalities=[]: name at least one of the model's modalities ({', '.join(have)})")
+    from omnibind.registry import nearest
+
+    for name in wanted:
+        if name not in have:
+            raise OmnibindError(
+                f"modalities: the model has no modality '{name}'{nearest(name, have)}; "
+                f"it has: {', '.join(have)}"
+            )
+    return wanted
+
+
+def read_artifact(
+    directory: Path, fmt: str, hint: str, keys: Any = None
+) -> tuple[RunConfig, dict[str, torch.Tensor]]:
+    """Read what :func:`write_artifact` wrote, checking the format; ``hint`` ends the error messages.
+    ``keys`` (a predicate on tensor names) reads only the tensors it accepts from the weights file."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     cfg_path = directory / CONFIG_NAME
@@ -336,7 +378,11 @@ def read_artifact(directory: Path, fmt: str, hint: str) -> tuple[RunConfig, dict
     meta = json.loads(cfg_path.read_text())
     if meta.get("format") != fmt:
         raise OmnibindError(f"{cfg_path}: format {meta.get('format')!r} is not {fmt!r} ({hint})")
-    return config_from_dict(meta["config"]), load_file(str(directory / WEIGHTS_NAME))
+    if keys is None:
+        return config_from_dict(meta["config"]), load_file(str(directory / WEIGHTS_NAME))
+    with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as fh:
+        weights = {k: fh.get_tensor(k) for k in fh.keys() if keys(k)}  # noqa: SIM118 - not a dict
+    return config_from_dict(meta["config"]), weights
 
 
 def _several_processes() -> bool:
