@@ -89,6 +89,17 @@ class OmniModel(nn.Module):
         # Outputs of frozen encoders for the training items (set by the trainer with data.cache: DIR):
         # a DiskCache keyed by the item's position in the training set, used in training mode only.
         self.feature_cache: Any = None
+        self._frozen_towers: set[str] = set()
+
+    def freeze_towers(self, names: Sequence[str]) -> None:
+        """Fix the encoders and projections of ``names`` (and the logit scale): no gradient, evaluation
+        mode for good (binding a new modality into a trained space keeps the old embeddings exactly)."""
+        for name in names:
+            self.encoders[name].requires_grad_(False)
+            self.projections[name].requires_grad_(False)
+        self.log_logit_scale.requires_grad_(False)
+        self._frozen_towers = set(names)
+        self.train(self.training)
 
     def frozen_modalities(self) -> list[str]:
         """Modalities whose encoder output cannot change while training: every encoder under
@@ -99,8 +110,10 @@ class OmniModel(nn.Module):
             encoder = self.encoders[name]
             enc_name = spec.encoder.name or self.kinds[name].default_encoder
             fixed = ENCODERS.get(enc_name).pretrained and spec.encoder.freeze
-            if self.config.model.freeze_encoders or (
-                fixed and not any(p.requires_grad for p in encoder.parameters())
+            if (
+                self.config.model.freeze_encoders
+                or name in self._frozen_towers
+                or (fixed and not any(p.requires_grad for p in encoder.parameters()))
             ):
                 out.append(name)
         return out
@@ -109,6 +122,9 @@ class OmniModel(nn.Module):
         super().train(mode)
         if self.config.model.freeze_encoders:
             self.encoders.eval()  # frozen encoders: no dropout, fixed normalisation
+        for name in getattr(self, "_frozen_towers", ()):
+            self.encoders[name].eval()
+            self.projections[name].eval()  # a bn projection keeps its running averages
         return self
 
     @property

@@ -60,7 +60,7 @@ def build_splits(
     cfg: RunConfig,
     kinds: dict[str, ModalityKind],
     wanted: tuple[str, ...] = ("train", "val", "test"),
-    fit: bool = True,
+    fit: bool | tuple[str, ...] = True,
     source: str | None = None,
     progress: bool = True,
     stream: tuple[str, ...] = (),
@@ -72,7 +72,8 @@ def build_splits(
         kinds: the modality kinds; with ``fit`` their statistics are fitted on the training split and
             written back into ``cfg.modalities[*].stats``.
         wanted: which splits to prepare.
-        fit: fit kind statistics on the training split (training only; evaluation reuses saved ones).
+        fit: fit kind statistics on the training split (training only; evaluation reuses saved ones);
+            a tuple of modality names fits only those (the new modalities bound into a trained space).
         source: another data source than the config's.
         progress: show progress bars.
         stream: splits that may stream (training): unless ``data.cache`` resolves to ``memory`` they are
@@ -88,8 +89,9 @@ def build_splits(
     if cfg.data.missing:  # experimenter-chosen missingness (MNAR studies), before anything is fitted
         by_split = apply_missing(by_split, cfg.data.missing, cfg.data.split_seed)
     if fit:
-        fit_kinds(by_split.get("train", []), kinds, cfg.data.on_error)
-        for name, kind in kinds.items():
+        chosen = kinds if fit is True else {m: k for m, k in kinds.items() if m in fit}
+        fit_kinds(by_split.get("train", []), chosen, cfg.data.on_error)
+        for name, kind in chosen.items():
             cfg.modalities[name].stats = kind.state()
     datasets: dict[str, Dataset] = {}
     skipped: list[DataError] = list(loaded.skipped)  # rows the manifest reader dropped

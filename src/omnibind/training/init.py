@@ -23,8 +23,30 @@ def trained_config(init: str | Path, key: str = "model.init") -> RunConfig:
     return config_from_dict(json.loads((folder / CONFIG_NAME).read_text())["config"])
 
 
+def new_modalities(cfg: RunConfig, init: str | Path, key: str = "model.init") -> list[str]:
+    """The modalities ``cfg`` declares that the trained run ``init`` lacks (binding them into its space).
+
+    Raises:
+        OmnibindError: there are some, and ``cfg`` leaves out one of the trained run's modalities (the
+            bound model must hold every modality).
+    """
+    trained = trained_config(init, key)
+    new = [name for name in cfg.modalities if name not in trained.modalities]
+    left_out = [name for name in trained.modalities if name not in cfg.modalities]
+    if new and left_out:
+        raise OmnibindError(
+            f"{key}: binding {', '.join(new)} into {init}: declare every modality of that run too "
+            f"(missing here: {', '.join(left_out)}), so that the bound model holds all of them"
+        )
+    return new
+
+
 def adopt_init(
-    cfg: RunConfig, init: str | Path, key: str = "task.init", require_same_projection: bool = True
+    cfg: RunConfig,
+    init: str | Path,
+    key: str = "task.init",
+    require_same_projection: bool = True,
+    new: list[str] | None = None,
 ) -> bool:
     """Check that ``cfg``'s modalities match those of the trained run ``init`` and take its fitted statistics.
 
@@ -34,6 +56,8 @@ def adopt_init(
         key: the config key that named ``init``, for error messages.
         require_same_projection: also require ``model.dim`` and ``model.projection`` to match (the
             projections are copied too).
+        new: modalities being bound into the trained space (``model.init`` only): they are not in
+            ``init`` and keep their own statistics (fitted on the new run's data).
 
     Returns:
         whether ``model.dim`` and ``model.projection`` match, i.e. the trained projections fit.
@@ -43,6 +67,8 @@ def adopt_init(
     """
     trained = trained_config(init, key)
     for name, spec in cfg.modalities.items():
+        if new and name in new:
+            continue
         other = trained.modalities.get(name)
         if other is None:
             raise OmnibindError(
@@ -60,8 +86,17 @@ def adopt_init(
     return fits
 
 
-def copy_weights(model: OmniModel, init: str | Path, projections: bool, key: str = "model.init") -> int:
+def copy_weights(
+    model: OmniModel,
+    init: str | Path,
+    projections: bool,
+    key: str = "model.init",
+    new: list[str] | None = None,
+) -> int:
     """Copy the encoders (and, with ``projections``, the projections) of the trained model ``init``.
+
+    With ``new`` (modalities being bound) those towers are left as initialised and the logit scale is
+    copied too.
 
     Returns:
         the number of tensors copied.
@@ -70,7 +105,7 @@ def copy_weights(model: OmniModel, init: str | Path, projections: bool, key: str
         OmnibindError: the trained model lacks a modality of ``model``, or a weight's shape differs.
     """
     source = OmniModel.load(model_dir(init))
-    lacking = [m for m in model.modalities if m not in source.modalities]
+    lacking = [m for m in model.modalities if m not in source.modalities and m not in (new or [])]
     if lacking:
         raise OmnibindError(
             f"{key}: {init} has no encoder for {', '.join(lacking)} (it has {', '.join(source.modalities)})"
@@ -80,6 +115,10 @@ def copy_weights(model: OmniModel, init: str | Path, projections: bool, key: str
     copied = 0
     for name, value in source.state_dict().items():
         part, _, rest = name.partition(".")
+        if new and name == "log_logit_scale":
+            own[name] = value
+            copied += 1
+            continue
         if part not in parts or rest.split(".")[0] not in model.modalities:
             continue
         if name not in own or own[name].shape != value.shape:

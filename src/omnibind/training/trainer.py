@@ -50,7 +50,7 @@ from omnibind.training import distributed
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.checkpoint import CHECKPOINT_NAME
 from omnibind.training.gradcache import cached_step
-from omnibind.training.init import adopt_init, copy_weights
+from omnibind.training.init import adopt_init, copy_weights, new_modalities
 from omnibind.training.loop_state import LoopState
 from omnibind.training.precision import Precision
 
@@ -151,12 +151,15 @@ def _train(
     # Data first: a bad record stops the run before anything is written.
     init = cfg.model.init
     copy_projections = False
+    bind: list[str] = []  # modalities bound into the trained space of model.init (the rest is frozen)
     if init:
-        copy_projections = adopt_init(cfg, init, "model.init", require_same_projection=False)
+        bind = new_modalities(cfg, init)
+        copy_projections = adopt_init(cfg, init, "model.init", require_same_projection=bool(bind), new=bind)
     kinds = build_kinds(cfg)
     progress = tc.progress and main
     wanted = ("train", "val")
-    splits = build_splits(cfg, kinds, wanted=wanted, fit=not init, progress=progress, stream=("train",))
+    fit: bool | tuple[str, ...] = tuple(bind) if init else True
+    splits = build_splits(cfg, kinds, wanted=wanted, fit=fit, progress=progress, stream=("train",))
     if "train" not in splits.datasets:
         raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
     train_set: TrainData = splits.datasets["train"]
@@ -165,7 +168,9 @@ def _train(
     torch.manual_seed(tc.seed)
     model = OmniModel(cfg)
     if init and not resume:
-        copy_weights(model, init, projections=copy_projections)
+        copy_weights(model, init, projections=copy_projections, new=bind)
+    if bind:  # binding: the trained towers and the logit scale stay as they are
+        model.freeze_towers([m for m in model.modalities if m not in bind])
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
     _check_distributed(cfg, objective, world)
     if tc.workers:
