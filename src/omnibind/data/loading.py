@@ -142,9 +142,7 @@ def _stream_split(
                 f"data.cache: the source changed since {where} was written; preparing it again",
                 file=sys.stderr,
             )
-    data = LazyDataset(kept, kinds, cfg.data.on_error, cache, loaded.facts, loaded.name)
-    data.content = content
-    return data, bad
+    return LazyDataset(kept, kinds, cfg.data.on_error, cache, loaded.facts, loaded.name, content), bad
 
 
 def save_skipped(splits: Splits, out_dir: Path) -> Path | None:

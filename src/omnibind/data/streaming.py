@@ -171,12 +171,11 @@ class DiskCache:
             fresh = True
             if path.exists():
                 old = json.loads(path.read_text())
-                differs = [k for k in meta if old.get(k) != meta[k]]
-                if differs:
+                mismatch = describe_mismatch(old, meta)
+                if mismatch:
                     raise ConfigError(
-                        f"data.cache {self.root} holds the cache of another source or config "
-                        f"(differs in {', '.join(differs)}: {_describe(old, meta, differs[0])}); choose "
-                        "another folder or delete this one"
+                        f"data.cache {self.root} holds the cache of another source or config ({mismatch}); "
+                        "choose another folder or delete this one"
                     )
                 fresh = old.get("content") != content
             self.invalidated = fresh and path.exists()
@@ -220,12 +219,6 @@ class DiskCache:
         array[item] = value.detach().cpu().numpy()
         filled[item] = 1
 
-    def filled_fraction(self) -> float:
-        """Share of (item, tensor modality) rows written so far."""
-        if not self.shapes:
-            return 1.0
-        return float(np.mean([self._open(m)[1].mean() for m in self.shapes]))
-
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_arrays"], state["_filled"] = {}, {}  # maps are reopened in the worker process
@@ -248,9 +241,14 @@ def _exclusive(lock: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _describe(old: dict[str, Any], new: dict[str, Any], key: str) -> str:
-    a, b = json.dumps(old.get(key))[:80], json.dumps(new.get(key))[:80]
-    return f"{key} was {a}, now {b}"
+def describe_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``""`` when ``old`` has ``new``'s values, else which keys differ and how the first one does (the
+    message of a cache or parts folder that belongs to another run)."""
+    differs = [k for k in new if old.get(k) != new[k]]
+    if not differs:
+        return ""
+    a, b = json.dumps(old.get(differs[0]), default=str)[:80], json.dumps(new[differs[0]], default=str)[:80]
+    return f"differs in {', '.join(differs)}: {differs[0]} was {a}, now {b}"
 
 
 class LazyDataset:
@@ -267,6 +265,7 @@ class LazyDataset:
         cache: a :class:`DiskCache` of prepared tensors, or ``None``.
         fact_specs: as :class:`Dataset`.
         source_name: as :class:`Dataset`.
+        content: the content digest of :func:`validate_records` (a frozen-feature cache keys on it).
     """
 
     def __init__(
@@ -277,6 +276,7 @@ class LazyDataset:
         cache: DiskCache | None = None,
         fact_specs: dict[str, FactSpec] | None = None,
         source_name: str = "",
+        content: str = "",
     ) -> None:
         self.records = records
         self.kinds = kinds
@@ -289,7 +289,7 @@ class LazyDataset:
         ).reshape(len(records), len(self.modalities))
         self.fact_specs = fact_specs
         self.source_name = source_name
-        self.content = ""  # the content digest of validate_records (set by the loader)
+        self.content = content
 
     def __len__(self) -> int:
         return len(self.records)
@@ -355,9 +355,17 @@ class StepBatches(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, data: TrainData, seed: int, batch_size: int, steps_per_epoch: int, rank: int = 0, world: int = 1
+        self,
+        data: TrainData,
+        seed: int,
+        batch_size: int,
+        steps_per_epoch: int,
+        total: int,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.data = data
+        self.total = total
         self.seed = seed
         self.batch_size = batch_size
         self.steps_per_epoch = steps_per_epoch
@@ -376,7 +384,7 @@ class StepBatches(torch.utils.data.Dataset):
         return chunk[self.rank * size : (self.rank + 1) * size]
 
     def __len__(self) -> int:
-        return 2**62  # indexed by step; the sampler says which steps
+        return self.total  # the steps of the run; the sampler says which are still to come
 
     def __getitem__(self, step: int) -> Batch | DataError:
         try:

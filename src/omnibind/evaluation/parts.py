@@ -24,7 +24,7 @@ import torch
 
 from omnibind.data.dataset import split_records
 from omnibind.data.loading import build_kinds, load_data
-from omnibind.data.streaming import LazyDataset
+from omnibind.data.streaming import LazyDataset, describe_mismatch
 from omnibind.errors import OmnibindError
 from omnibind.io import write_bytes_atomic, write_text_atomic
 from omnibind.model import OmniModel
@@ -162,15 +162,10 @@ def _check_plan(out: Path, identity: dict[str, Any]) -> None:
     """Parts from another plan (model, source, part size) must not be mixed with this one's."""
     plan = out / ".plan.json"
     if plan.exists():
-        old = json.loads(plan.read_text())
-        differs = [k for k in identity if old.get(k) != identity[k]]
-        if differs:
+        mismatch = describe_mismatch(json.loads(plan.read_text()), identity)
+        if mismatch:
             raise OmnibindError(
-                f"{out} holds embedding parts of another run (differs in {', '.join(differs)}: was "
-                f"{old.get(differs[0])!r}, now {identity[differs[0]]!r}); choose another --out or delete it"
+                f"{out} holds embedding parts of another run ({mismatch}); choose another --out or delete it"
             )
         return
-    try:
-        write_text_atomic(plan, json.dumps(identity, indent=1))
-    except FileExistsError:  # another rank wrote it first
-        pass
+    write_text_atomic(plan, json.dumps(identity, indent=1))  # ranks racing here write the same bytes

@@ -157,13 +157,13 @@ def _train(
         copy_projections = adopt_init(cfg, init, "model.init", require_same_projection=bool(bind), new=bind)
     kinds = build_kinds(cfg)
     progress = tc.progress and main
-    wanted = ("train", "val")
+    wanted = ("train", "val") if main else ("train",)  # rank 0 alone validates
     fit: bool | tuple[str, ...] = tuple(bind) if init else True
     splits = build_splits(cfg, kinds, wanted=wanted, fit=fit, progress=progress, stream=("train",))
     if "train" not in splits.datasets:
         raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
     train_set: TrainData = splits.datasets["train"]
-    val_set: Dataset | None = splits.datasets.get("val") if main else None  # rank 0 validates
+    val_set: Dataset | None = splits.datasets.get("val")
 
     torch.manual_seed(tc.seed)
     model = OmniModel(cfg)
@@ -221,7 +221,7 @@ def _train(
     data_time = step_time = 0.0
     start_step = step
     steps = StepBatches(
-        train_set, tc.seed, plan.batch_size, plan.steps_per_epoch, world.rank, world.world_size
+        train_set, tc.seed, plan.batch_size, plan.steps_per_epoch, plan.total, world.rank, world.world_size
     )
     loader = step_loader(steps, step, plan.total, tc.workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
