@@ -162,7 +162,7 @@ def _open_checked(index: Path) -> tuple[Index, list[str]]:
     """Open the index (exact search, so no graph is built) and check that every row is a whole item: both
     modalities' vectors and values, and the metadata of its own row. Returns the index and its ids."""
     ix = Index.open(index, settings=SearchSettings(exact_threshold=10**9))
-    table = ix.store.read(["id", "metadata", "a__vector", "b__vector", "a__value", "b__value"])
+    table = ix.backend.store.read(["id", "metadata", "a__vector", "b__vector", "a__value", "b__value"])
     ids = table.column("id").to_pylist()
     assert len(ids) == len(set(ids))
     for column in ("a__vector", "b__vector", "a__value", "b__value", "metadata"):

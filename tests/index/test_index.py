@@ -213,14 +213,14 @@ def test_hnsw_two_stage_matches_exact_on_small_data(tmp_path):
     settings = SearchSettings(exact_threshold=100, prefix=8, shortlist=200, ef_search=200)
     ix = Index.create(tmp_path / "ix", model, settings)
     ix.add_embeddings(ids[:300], {"vec": x[:300]})
-    assert ix._sets["vec"].hnsw is None  # over the threshold, but no search yet: adds never build it
+    assert ix.backend._sets["vec"].hnsw is None  # over the threshold, but no search yet: adds never build it
     assert ix.search(x[0], target="vec", k=1).method == "hnsw"  # the first search builds the graph
     ix.add_embeddings(ids[300:], {"vec": x[300:]})  # ... which then takes new rows
-    assert ix._sets["vec"].hnsw.get_current_count() == n
+    assert ix.backend._sets["vec"].hnsw.get_current_count() == n
     reopened = Index.open(tmp_path / "ix")
-    assert reopened._sets["vec"].hnsw is None
+    assert reopened.backend._sets["vec"].hnsw is None
     reopened.build_graphs()
-    assert reopened._sets["vec"].hnsw.get_current_count() == n
+    assert reopened.backend._sets["vec"].hnsw.get_current_count() == n
     ix.delete(ids[:10])
     exact = Index.open(tmp_path / "ix", settings=SearchSettings(exact_threshold=10**9))
     for q in x[10:30]:

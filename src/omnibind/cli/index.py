@@ -30,7 +30,11 @@ def _add(index, data: str, root: str | None, batch_size: int) -> int:  # noqa: A
 def build(
     run: Path = typer.Argument(..., help="Run folder (or a model folder)."),
     data: str = typer.Option(None, "--data", help="Manifest path or builtin:NAME[?k=v]."),
-    out: Path = typer.Option(..., "--out", help="Index directory to create."),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="Index directory to create, or qdrant://HOST:PORT/COLLECTION, qdrant+path://DIR/NAME.",
+    ),
     from_embeddings: Path = typer.Option(
         None, "--from-embeddings", help="A folder of parts from `omnibind embed RUN --out DIR` (no encoding)."
     ),
@@ -64,7 +68,7 @@ def build(
 
 
 def add(
-    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    index_dir: str = typer.Argument(..., metavar="INDEX", help="Index directory or qdrant:// URL."),
     data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
     root: str = typer.Option(None, "--root", help="Data folder for built-in loaders that need one."),
     batch_size: int = typer.Option(1024, help="Items per commit."),
@@ -79,7 +83,7 @@ def add(
 
 
 def update(
-    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    index_dir: str = typer.Argument(..., metavar="INDEX", help="Index directory or qdrant:// URL."),
     data: str = typer.Option(..., "--data", help="Manifest path or builtin:NAME[?k=v]."),
     root: str = typer.Option(None, "--root", help="Data folder for built-in loaders that need one."),
     batch_size: int = typer.Option(1024, help="Items per commit."),
@@ -106,7 +110,7 @@ def update(
 
 
 def delete(
-    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    index_dir: str = typer.Argument(..., metavar="INDEX", help="Index directory or qdrant:// URL."),
     ids: list[str] = typer.Argument(..., help="Item ids to delete."),
 ) -> None:
     """Delete items by id (one commit; all or none)."""
@@ -117,7 +121,9 @@ def delete(
     typer.echo(f"deleted {count} items; the index holds {len(index)}")
 
 
-def compact(index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory.")) -> None:
+def compact(
+    index_dir: str = typer.Argument(..., metavar="INDEX", help="Index directory or qdrant:// URL."),
+) -> None:
     """Rewrite INDEX without deleted rows and old versions (frees disk; no other writer may run)."""
     from omnibind.index import Index
 

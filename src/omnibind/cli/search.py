@@ -10,7 +10,7 @@ import typer
 
 
 def search(
-    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    index_dir: str = typer.Argument(..., metavar="INDEX", help="Index directory or qdrant:// URL."),
     text: str = typer.Option(None, "--text", help="Text query (for the index's text modality)."),
     image: Path = typer.Option(None, "--image", help="Image file query."),
     audio: Path = typer.Option(None, "--audio", help="Audio file query."),
@@ -32,12 +32,16 @@ def search(
     from rich.table import Table
 
     from omnibind.index import Index, Query, SearchError, SearchSettings, parse_where
+    from omnibind.index.backends import is_url
     from omnibind.index.store import read_meta
 
-    # one query: an exact scan (~50 ms per million vectors of width 256 on one core) beats building the
-    # HNSW graph first (over a minute for a million)
-    stored = SearchSettings(**read_meta(index_dir).get("settings", {}))
-    index = Index.open(index_dir, settings=replace(stored, exact_threshold=2**62))
+    if is_url(index_dir):  # the engine searches; its settings are stored with the collection
+        index = Index.open(index_dir)
+    else:
+        # one query: an exact scan (~50 ms per million vectors of width 256 on one core) beats building the
+        # HNSW graph first (over a minute for a million)
+        stored = SearchSettings(**read_meta(index_dir).get("settings", {}))
+        index = Index.open(index_dir, settings=replace(stored, exact_threshold=2**62))
     values: dict[str, object] = {}
     for kind, given in (("text", text), ("image", image), ("audio", audio)):
         if given is None:

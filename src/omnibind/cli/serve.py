@@ -8,7 +8,7 @@ import typer
 
 
 def serve(
-    index_dir: Path = typer.Argument(..., metavar="INDEX", help="Index directory."),
+    index_dir: str = typer.Argument(..., metavar="INDEX", help="Index directory or qdrant:// URL."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; not loopback needs API keys."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key_file: Path = typer.Option(

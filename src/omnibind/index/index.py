@@ -1,4 +1,5 @@
-"""``Index``: an on-disk, versioned store of items (``store.py``) searched in memory (``search.py``).
+"""``Index``: items embedded by one model, stored and searched by a backend (``backends/``): a local
+directory by default (``store.py`` + ``search.py``), or a Qdrant collection.
 
 Example (a model trained by ``omnibind train``)::
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,25 +26,16 @@ from typing import Any
 import numpy as np
 
 from omnibind.errors import DataError
+from omnibind.index.backends import Backend, create_backend, is_url, open_backend
 from omnibind.index.query import Query, as_query, check_vector, compose
-from omnibind.index.search import (
-    MAX_K,
-    Hit,
-    SearchResult,
-    SearchSettings,
-    VectorSet,
-    adaptive_cut,
-    filter_mask,
-)
+from omnibind.index.search import MAX_K, Hit, SearchResult, SearchSettings, adaptive_cut, check_where
 from omnibind.index.store import (
     IndexStoreError,
-    ItemStore,
     ModelMismatchError,
     SearchError,
     UnknownItemError,
     model_hash,
     raw_columns,
-    rows_table,
 )
 from omnibind.registry import nearest
 
@@ -68,42 +59,54 @@ def _model_identity(model: Any) -> tuple[Any, Path | None, str]:
 class Index:
     """A searchable collection of items embedded by one model.
 
-    Use :meth:`create` or :meth:`open`, not the constructor.
+    Use :meth:`create` or :meth:`open`, not the constructor. Where the items live is the backend's
+    business (``index/backends/``): a local directory by default, or a Qdrant collection when the location
+    is a ``qdrant://HOST:PORT/COLLECTION`` or ``qdrant+path://DIR/COLLECTION`` URL; every method here works
+    the same over either.
 
     Args:
-        store: the on-disk table.
-        settings: search settings.
+        backend: the storage and vector search.
         model: the model, if already loaded (else loaded on the first raw-value query or add).
+        device: where a model loaded from its folder embeds (None: the CPU).
     """
 
-    def __init__(
-        self, store: ItemStore, settings: SearchSettings, model: Any = None, device: str | None = None
-    ) -> None:
-        self.store = store
+    def __init__(self, backend: Backend, model: Any = None, device: str | None = None) -> None:
+        self.backend = backend
         self.device = device  # where the model embeds (None: the CPU); vectors and search stay on the CPU
-        self.settings = settings
-        self.path = store.path
-        self.modalities: list[str] = list(store.modalities)
-        self.kinds: dict[str, str] = dict(store.meta["modalities"])
-        self.dim = store.dim
-        self.similarity: str = store.meta["joint_similarity"]
+        self.meta: dict[str, Any] = backend.meta
+        self.path: Path | str = getattr(backend, "path", backend.location)
+        self.location = backend.location
+        self.modalities: list[str] = list(self.meta["modalities"])
+        self.kinds: dict[str, str] = dict(self.meta["modalities"])
+        self.dim = int(self.meta["dim"])
+        self.similarity: str = self.meta["joint_similarity"]
         self._model = model
-        self._load()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, path: str | Path, model: Any, settings: SearchSettings | None = None, device: str | None = None
+        cls,
+        path: str | Path,
+        model: Any,
+        settings: SearchSettings | None = None,
+        device: str | None = None,
     ) -> Index:
-        """Make an empty index at ``path`` for ``model`` (a model or run folder, or an ``OmniModel``;
-        an in-memory model is saved into ``path/model``). A model loaded from a folder embeds on
-        ``device`` (``auto | cpu | cuda[:N] | mps``; default the CPU)."""
-        path = Path(path)
-        if (path / "index.json").exists():
-            raise IndexStoreError(f"{path} already holds an index; open it, or choose another directory")
+        """Make an empty index at ``path`` (a directory, or a Qdrant URL) for ``model`` (a model or run
+        folder, or an ``OmniModel``; an in-memory model is saved into ``path/model``, or for a Qdrant
+        index into a temporary folder that is refused: save it first). A model loaded from a folder embeds
+        on ``device`` (``auto | cpu | cuda[:N] | mps``; default the CPU)."""
+        if not is_url(path):
+            path = Path(path)
+            if (path / "index.json").exists():
+                raise IndexStoreError(f"{path} already holds an index; open it, or choose another directory")
         loaded, model_dir, digest = _model_identity(model)
         if loaded is not None:
-            model_dir = loaded.save(path / "model").resolve()
+            if is_url(path):
+                raise IndexStoreError(
+                    f"{path} is a Qdrant collection: it stores the model's path, so save the model first "
+                    "(model.save(DIR)) and pass DIR"
+                )
+            model_dir = loaded.save(Path(path) / "model").resolve()
             digest = model_hash(model_dir)
         elif not digest:
             raise IndexStoreError(f"{model} is not an omnibind model or run folder (no config.json)")
@@ -120,7 +123,7 @@ class Index:
             "settings": dataclasses.asdict(settings),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        return cls(ItemStore.create(path, meta), settings, loaded, device)
+        return cls(create_backend(path, meta, settings), loaded, device)
 
     @classmethod
     def open(
@@ -130,75 +133,56 @@ class Index:
         settings: SearchSettings | None = None,
         device: str | None = None,
     ) -> Index:
-        """Open an index. A ``model`` given here must be the one the index was built with; the model
-        loaded from ``index.json`` embeds on ``device`` (default the CPU)."""
-        store = ItemStore.open(path)
-        if settings is None:
-            settings = SearchSettings(**store.meta.get("settings", {}))
+        """Open an index (a directory or a Qdrant URL). A ``model`` given here must be the one the index
+        was built with; the model loaded from the stored path embeds on ``device`` (default the CPU)."""
+        backend = open_backend(path, settings)
         loaded = None
         if model is not None:
             loaded, model_dir, digest = _model_identity(model)
-            _check_identity(store, digest, str(model_dir or "the given model"))
-        return cls(store, settings, loaded, device)
+            _check_identity(backend, digest, str(model_dir or "the given model"))
+        return cls(backend, loaded, device)
+
+    @property
+    def settings(self) -> SearchSettings:
+        """The search settings in force (stored with the index, or given to :meth:`open`)."""
+        return self.backend.settings
 
     @property
     def model(self) -> Any:
-        """The model (loaded from the path in ``index.json`` on first use, after checking its hash)."""
+        """The model (loaded from the path stored with the index on first use, after checking its hash)."""
         if self._model is None:
             from omnibind.model import OmniModel
 
-            info = self.store.meta["model"]
+            info = self.meta["model"]
             model_dir = Path(info["path"])
             if not (model_dir / "config.json").is_file():
                 raise ModelMismatchError(
                     f"the model this index was built with ({model_dir}) is gone; raw-value queries and adds "
                     "need it (vector and id queries still work)"
                 )
-            _check_identity(self.store, model_hash(model_dir), str(model_dir))
+            _check_identity(self.backend, model_hash(model_dir), str(model_dir))
             self._model = OmniModel.load(model_dir, device=self.device)
         return self._model
 
-    def _load(self) -> None:
-        """Read ids, metadata and vectors from the table into memory."""
-        columns = ["id", "metadata", *(f"{m}__vector" for m in self.modalities)]
-        table = self.store.read(columns)
-        self._ids: list[str] = table.column("id").to_pylist()
-        self._pos: dict[str, int] = {i: p for p, i in enumerate(self._ids)}
-        self._metadata: list[dict[str, Any]] = [
-            json.loads(s or "{}") for s in table.column("metadata").to_pylist()
-        ]
-        self._alive = np.ones(len(self._ids), bool)
-        # live items per metadata key: a filter on a key no item has is a typo, not an empty result
-        self._keys: Counter[str] = Counter(key for md in self._metadata for key in md)
-        self._sets = {m: VectorSet(self.dim, self.settings) for m in self.modalities}
-        vectors, present = _arrow_vectors(table, self.modalities, self.dim)
-        self._index_vectors(np.arange(len(self._ids)), vectors, present)
-
-    def _index_vectors(
-        self, positions: np.ndarray, vectors: dict[str, np.ndarray], present: np.ndarray
-    ) -> None:
-        for j, m in enumerate(self.modalities):
-            rows = np.flatnonzero(present[:, j])
-            if len(rows):
-                self._sets[m].add(positions[rows], vectors[m][rows])
-
     def __len__(self) -> int:
-        return int(self._alive.sum())
+        return len(self.backend)
 
     def ids(self) -> list[str]:
         """Ids of the items, in insertion order."""
-        return [i for p, i in enumerate(self._ids) if self._alive[p]]
+        return self.backend.ids()
 
     def counts(self) -> dict[str, int]:
         """Live embeddings per modality."""
-        return {m: s.live for m, s in self._sets.items()}
+        return self.backend.counts()
 
     def build_graphs(self) -> None:
         """Build the HNSW graph of every modality with more than ``exact_threshold`` live vectors now,
         rather than in its first search (a server calls this at start; ``index add`` never needs it)."""
-        for vector_set in self._sets.values():
-            if vector_set.hnsw is None and vector_set.wants_hnsw:
-                vector_set.build_hnsw()
+        self.backend.prepare()
+
+    def close(self) -> None:
+        """Release the backend's files and connections (an index is also closed when collected)."""
+        self.backend.close()
 
     # ---- writes ----------------------------------------------------------------------------------
     def add_embeddings(
@@ -234,26 +218,14 @@ class Index:
                 raise SearchError(f"embeddings of '{m}' contain NaN or infinite values")
             full[m] = v
         self._check_ids(ids, replace)
-        rows = rows_table(self.modalities, self.dim, ids, metadata or [{}] * n, full, present, raw)
-        if replace:
-            self.store.upsert(rows)
-            self._forget([i for i in ids if i in self._pos])
-        else:
-            self.store.append(rows)
-        start = len(self._ids)
-        self._ids.extend(ids)
-        self._pos.update({i: start + k for k, i in enumerate(ids)})
-        self._metadata.extend(dict(md) for md in (metadata or [{}] * n))
-        self._keys.update(key for md in self._metadata[start:] for key in md)
-        self._alive = np.concatenate([self._alive, np.ones(n, bool)])
-        self._index_vectors(np.arange(start, start + n), full, present)
+        self.backend.write(ids, [dict(md) for md in metadata or [{}] * n], full, present, raw, replace)
 
     def _check_ids(self, ids: list[str], replace: bool) -> None:
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise DataError("the id appears twice in one add", record_id=dup)
         if not replace:
-            taken = [i for i in ids if self._is_live(i)]
+            taken = [i for i in ids if self.backend.has(i)]
             if taken:
                 raise DataError(
                     f"already in the index ({len(taken)} ids); use update to replace items",
@@ -348,7 +320,7 @@ class Index:
         listing = json.loads(listing_path.read_text())
         ours = {"dim": self.model.dim, "modalities": list(self.model.modalities)}
         theirs = {"dim": listing.get("dim"), "modalities": listing.get("modalities")}
-        digest = self.store.meta["model"]["sha256"]
+        digest = self.meta["model"]["sha256"]
         if ours != theirs or listing.get("model") != digest:
             raise SearchError(
                 f"{folder} was embedded by another model (sha256 {str(listing.get('model'))[:12]}, "
@@ -401,7 +373,7 @@ class Index:
         if not upsert:
             items = _records_or_dataset(items)  # a generator is read once, here
             records = items if isinstance(items, list) else items.records
-            missing = [r.id for r in records if not self._is_live(str(r.id))]
+            missing = [r.id for r in records if not self.backend.has(str(r.id))]
             if missing:
                 shown = ", ".join(repr(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
                 raise UnknownItemError(
@@ -410,72 +382,45 @@ class Index:
                 )
         return self.add(items, batch_size=batch_size, on_commit=on_commit, progress=progress, replace=True)
 
-    def _is_live(self, item_id: str) -> bool:
-        return item_id in self._pos and bool(self._alive[self._pos[item_id]])
-
     def delete(self, ids: Iterable[str]) -> int:
         """Delete items by id (one commit); unknown ids raise ``UnknownItemError``. Returns the count."""
         ids = [str(i) for i in ids]
-        missing = [i for i in ids if i not in self._pos or not self._alive[self._pos[i]]]
+        missing = [i for i in ids if not self.backend.has(i)]
         if missing:
             raise UnknownItemError(
-                f"no item with id {missing[0]!r} in {self.path} ({len(missing)} unknown ids)"
+                f"no item with id {missing[0]!r} in {self.location} ({len(missing)} unknown ids)"
             )
-        self.store.delete(ids)
-        self._forget(ids)
+        self.backend.delete(ids)
         return len(ids)
 
-    def _forget(self, ids: Sequence[str]) -> None:
-        positions = np.array([self._pos.pop(i) for i in ids], np.int64)
-        self._alive[positions] = False
-        self._keys.subtract(key for p in positions.tolist() for key in self._metadata[p])
-        for s in self._sets.values():
-            rows = np.flatnonzero(np.isin(s.items[: s.n], positions) & s.alive[: s.n])
-            s.remove(rows)
-
     def compact(self) -> None:
-        """Rewrite the table without deleted rows and old versions, then reload (drops tombstones)."""
-        self.store.compact()
-        self._load()
+        """Reclaim the space of deleted and replaced items (local: rewrite the table, drop old versions)."""
+        self.backend.compact()
 
     # ---- reads -----------------------------------------------------------------------------------
     def get(self, item_id: str) -> dict[str, Any]:
         """An item: ``{"id", "metadata", "modalities": {m: {"value", "path", "has_bytes"}}}``."""
-        row = self._row(item_id)
-        mods = {}
-        for m in self.modalities:
-            if row.get(f"{m}__vector") is not None:
-                mods[m] = {
-                    "value": row.get(f"{m}__value"),
-                    "path": row.get(f"{m}__path"),
-                    "has_bytes": row.get(f"{m}__bytes") is not None,
-                }
-        return {"id": item_id, "metadata": json.loads(row["metadata"] or "{}"), "modalities": mods}
+        self._position(item_id)
+        found = self.backend.item(item_id)
+        if found is None:
+            raise UnknownItemError(f"no item with id {item_id!r} in {self.location}")
+        return {"id": item_id, **found}
 
     def media(self, item_id: str, modality: str) -> bytes | None:
         """The copied bytes of an item's image/audio value (None if nothing was copied)."""
         self._check_modality(modality, "modality")
-        return self._row(item_id).get(f"{modality}__bytes")
+        self._position(item_id)
+        return self.backend.media(item_id, modality)
 
     def embedding(self, item_id: str, modality: str) -> np.ndarray | None:
         """An item's embedding ``[D]`` in one modality, or None where absent."""
         self._check_modality(modality, "modality")
-        pos = self._position(item_id)
-        s = self._sets[modality]
-        rows = np.flatnonzero((s.items[: s.n] == pos) & s.alive[: s.n])
-        return s.vectors[rows[0]].copy() if len(rows) else None
-
-    def _position(self, item_id: str) -> int:
-        if item_id not in self._pos:
-            raise UnknownItemError(f"no item with id {item_id!r} in {self.path}")
-        return self._pos[item_id]
-
-    def _row(self, item_id: str) -> dict[str, Any]:
         self._position(item_id)
-        row = self.store.row(item_id)
-        if row is None:
-            raise UnknownItemError(f"no item with id {item_id!r} in {self.path}")
-        return row
+        return self.backend.embedding(item_id, modality)
+
+    def _position(self, item_id: str) -> None:
+        if not self.backend.has(item_id):
+            raise UnknownItemError(f"no item with id {item_id!r} in {self.location}")
 
     def _check_modality(self, name: str, what: str) -> None:
         if name not in self.modalities:
@@ -548,31 +493,25 @@ class Index:
                 raise SearchError(f"{name} must be a finite number, got {v!r}")
         if target is not None:
             self._check_modality(target, "target modality")
-        allowed = None
         if where:  # a bad filter is refused before the query is embedded
             self._check_keys(where)
-            allowed = filter_mask(self._metadata, where)  # checks the operators
+            check_where(where)
         vector, exclude = self.query_vector(query, target)
-        if exclude is not None:
-            allowed = np.ones(len(self._ids), bool) if allowed is None else allowed
-            allowed[self._pos[exclude]] = False
-        best: dict[int, tuple[float, str]] = {}
-        method = "exact"
-        for m in [target] if target else self.modalities:
-            assert m is not None
-            items, scores, used = self._sets[m].search(vector, k, allowed)
-            method = "hnsw" if used == "hnsw" else method
-            for item, score in zip(items.tolist(), scores.tolist(), strict=True):
+        targets = [target] if target else self.modalities
+        lists, method = self.backend.search(vector, targets, k, where or None, exclude)
+        best: dict[str, tuple[float, str, dict[str, Any]]] = {}
+        for m in targets:
+            for item, score, md in lists.get(m, []):
                 if item not in best or score > best[item][0]:
-                    best[item] = (score, m)
+                    best[item] = (float(score), m, md)
         ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
-        keep, why = adaptive_cut([s for _, (s, _) in ranked], k, min_score, max_gap)
-        hits = [Hit(self._ids[p], float(s), m, self._metadata[p]) for p, (s, m) in ranked[:keep]]
+        keep, why = adaptive_cut([s for _, (s, _, _) in ranked], k, min_score, max_gap)
+        hits = [Hit(i, s, m, md) for i, (s, m, md) in ranked[:keep]]
         return SearchResult(hits, why, method)
 
     def metadata_keys(self) -> list[str]:
         """The metadata keys that at least one live item has, sorted."""
-        return sorted(key for key, count in self._keys.items() if count > 0)
+        return self.backend.metadata_keys()
 
     def _check_keys(self, where: Mapping[str, Any]) -> None:
         """Refuse a filter on a key no item has (with the nearest known key); an empty index has no
@@ -581,7 +520,7 @@ class Index:
             return
         known = self.metadata_keys()
         for key in where:
-            if self._keys[key] > 0:
+            if key in known:
                 continue
             listed = ", ".join(known[:30]) + (f", ... ({len(known)} in all)" if len(known) > 30 else "")
             has = f"the items of this index have: {listed}" if known else "no item of this index has metadata"
@@ -594,19 +533,15 @@ class Index:
         if not 1 <= k <= MAX_K:
             raise SearchError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
         qs = np.stack([check_vector(v, self.dim) for v in np.asarray(vectors)])
-        items, scores = self._sets[target].search_many(qs, k)
-        return [
-            [(self._ids[i], float(s)) for i, s in zip(row_i, row_s, strict=True) if np.isfinite(s)]
-            for row_i, row_s in zip(items.tolist(), scores.tolist(), strict=True)
-        ]
+        return self.backend.search_many(qs, target, k)
 
 
-def _check_identity(store: ItemStore, digest: str, where: str) -> None:
-    expected = store.meta["model"]["sha256"]
+def _check_identity(backend: Backend, digest: str, where: str) -> None:
+    expected = backend.meta["model"]["sha256"]
     if digest != expected:
         raise ModelMismatchError(
             f"{where} is not the model this index was built with (model sha256 {digest[:12]}..., index "
-            f"expects {expected[:12]}... from {store.meta['model']['path']}); rebuild the index with this "
+            f"expects {expected[:12]}... from {backend.meta['model']['path']}); rebuild the index with this "
             "model or use the original one"
         )
 
@@ -626,18 +561,3 @@ def _item_metadata(record: Any) -> dict[str, Any]:
     if record.split is not None:
         md.setdefault("split", record.split)
     return md
-
-
-def _arrow_vectors(
-    table: Any, modalities: Sequence[str], dim: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``({m: float32[N, D]}, present bool[N, M])`` from the vector columns of an Arrow table."""
-    n = table.num_rows
-    present = np.zeros((n, len(modalities)), bool)
-    out = {}
-    for j, m in enumerate(modalities):
-        col = table.column(f"{m}__vector").combine_chunks()
-        present[:, j] = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
-        flat = col.values.to_numpy(zero_copy_only=False)[col.offset * dim : (col.offset + n) * dim]
-        out[m] = np.ascontiguousarray(flat.reshape(n, dim), dtype=np.float32)
-    return out, present

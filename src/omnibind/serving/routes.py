@@ -67,7 +67,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
         """The model, its modalities (kind, live embeddings) and the service's limits."""
         counts = index.counts()
         return {
-            "model": index.store.meta["model"]["path"],
+            "model": index.meta["model"]["path"],
             "dim": index.dim,
             "joint_similarity": index.similarity,
             "items": len(index),
