@@ -1,4 +1,4 @@
-"""``omnibind serve INDEX [--host 127.0.0.1] [--port 8000] [--api-key-file FILE]``."""
+"""``omnibind serve INDEX [--host 127.0.0.1] [--port 8000] [--api-key-file FILE] [--batch-wait-ms 2]``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ def serve(
     max_k: int = typer.Option(1000, "--max-k", help="Largest k a search may ask for."),
     max_body_mb: float = typer.Option(8.0, "--max-body-mb", help="Largest request body, in MiB."),
     workers: int = typer.Option(0, "--workers", help="Searches computed at once (0: one per CPU core)."),
+    batch_wait_ms: float = typer.Option(
+        2.0,
+        "--batch-wait-ms",
+        help="How long a raw query value waits for others to share its encoder call, in ms (0: no batching).",
+    ),
+    max_batch: int = typer.Option(64, "--max-batch", help="Most values embedded in one encoder call."),
 ) -> None:
     """Serve INDEX over HTTP: the search API under /v1, the search page at /, API docs at /docs."""
     import uvicorn
@@ -32,6 +38,8 @@ def serve(
         max_k=max_k,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         workers=workers,
+        batch_wait_ms=batch_wait_ms,
+        max_batch=max_batch,
     )
     settings.check()  # before opening anything: a public address without keys is refused at once
     index = Index.open(index_dir)

@@ -1,6 +1,7 @@
 """``create_app(index, settings)``: the HTTP service over an :class:`~omnibind.index.Index`.
 
-The parts: ``service.py`` (what the routes share: index, settings, lock, input decoding), ``routes.py``
+The parts: ``service.py`` (what the routes share: index, settings, lock, input decoding), ``batcher.py``
+(raw query values of concurrent requests embedded in one encoder call), ``routes.py``
 (the API routes, which call the index's public API only), ``queries.py`` (reading and answering search and
 embed requests), ``media.py`` (uploads decoded by the kind of their modality), ``errors.py`` (one JSON
 error shape; bad input is a 4xx, never a 500), ``security.py`` (keys, limits) and ``schemas.py``.
@@ -16,8 +17,11 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -45,7 +49,15 @@ def create_app(index: Index, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     settings.check()
     service = Service(index, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        yield
+        await anyio.to_thread.run_sync(service.close)  # the batcher answers what waits, then its thread ends
+
     app = FastAPI(
+        lifespan=lifespan,
         title="omnibind search",
         version="1",
         description="Search one embedding space by any modality or several. Errors are "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -10,7 +11,9 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from omnibind.index import Query, SearchError
 from omnibind.serving import schemas as s
+from omnibind.serving.batcher import Batcher
 from omnibind.serving.errors import ApiError
 from omnibind.serving.service import Service
 
@@ -84,16 +87,44 @@ def _form_query(fields: dict[str, str]) -> dict[str, Any]:
     return {**raw, **fields}
 
 
-def run_search(service: Service, req: s.SearchRequest, uploads: list[Upload]) -> dict[str, Any]:
-    """Answer a search (in a worker thread): check ``k`` and the target, decode uploads, search under the
-    read lock; returns the ``SearchResponse`` body."""
+def read_query(service: Service, req: s.SearchRequest, uploads: list[Upload]) -> Query:
+    """The query of a search (in a worker thread): check ``k`` and the target, decode uploads, and with
+    batching on embed the raw values through the batcher (outside the read lock)."""
     if not 1 <= req.k <= service.settings.max_k:
         raise ApiError(400, f"k must be an integer from 1 to {service.settings.max_k}, got {req.k}")
     if req.target is not None:
         service.modality(req.target, "target modality")
     query = service.query(req, {m: service.media_value(m, data, ct) for m, data, ct in uploads})
-    if query.values:
-        service.model()  # load once, outside the read lock
+    if not query.values:
+        return query
+    model = service.model()  # load once, outside the read lock
+    if service.batcher is None or not model.config.model.normalize:
+        return query
+    return _embedded(service.batcher, query)
+
+
+def _embedded(batcher: Batcher, query: Query) -> Query:
+    """``query`` with its raw values replaced by their vectors, embedded with other requests' values.
+
+    ``Index.query_vector`` composes vectors as it composes embedded values (``model.embed`` gives unit rows,
+    ``check_vector`` keeps them unit), so the hits are those of the unbatched path. A value whose modality
+    also has a given vector stays raw (one vector per key) and ``Index.search`` embeds it itself, as it
+    does every value of a model that does not normalise its embeddings (``read_query``).
+    """
+    batched = {m: v for m, v in query.values.items() if m not in query.vectors}
+    answers = {m: batcher.submit(m, v) for m, v in batched.items()}  # all submitted, then all awaited
+    vectors = dict(query.vectors)
+    for m, answer in answers.items():
+        try:
+            vectors[m] = answer.result()
+        except (ValueError, OSError) as exc:  # what Index.query_vector turns into this SearchError
+            raise SearchError(f"query value for '{m}' cannot be used: {exc}") from None
+    values = {m: v for m, v in query.values.items() if m not in batched}
+    return dataclasses.replace(query, values=values, vectors=vectors)
+
+
+def run_search(service: Service, req: s.SearchRequest, query: Query) -> dict[str, Any]:
+    """Answer a search (in a worker thread) under the read lock; returns the ``SearchResponse`` body."""
     with service.lock.read():
         start = time.perf_counter()
         result = service.index.search(
@@ -113,9 +144,9 @@ def run_embed(service: Service, req: s.EmbedRequest) -> dict[str, Any]:
     if len(req.values) + len(req.media) > service.settings.max_embed:
         raise ApiError(413, f"at most {service.settings.max_embed} values per request")
     items = [service.safe_value(m, v) for v in req.values] + [service.b64_value(m, b) for b in req.media]
-    model = service.model()
+    service.model()
     try:
-        vectors = model.embed(items, m)
+        vectors = service.embed(m, items)
     except (ValueError, TypeError, OSError) as exc:
         raise ApiError(400, f"cannot embed a value of '{m}': {exc}") from None
     return {"modality": m, "dim": service.index.dim, "vectors": vectors.tolist()}

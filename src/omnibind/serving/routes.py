@@ -2,7 +2,9 @@
 
 Each route checks its key (:func:`require`), then calls the index's public API (``search``, ``get``,
 ``media``, ``add``, ``delete``, ``counts``) through the :class:`~omnibind.serving.service.Service`.
-Searches and embeddings run in worker threads, at most ``ServeSettings.workers`` at once.
+Searches and embeddings run in worker threads, at most ``ServeSettings.workers`` at once; with batching on,
+raw query values are embedded first, by the :class:`~omnibind.serving.batcher.Batcher`, while their
+requests wait outside those slots.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fastapi.responses import Response
 from omnibind.serving import schemas as s
 from omnibind.serving.errors import ERRORS, ApiError
 from omnibind.serving.media import sniff
-from omnibind.serving.queries import SEARCH_BODY, run_embed, run_search, search_input
+from omnibind.serving.queries import SEARCH_BODY, Upload, read_query, run_embed, run_search, search_input
 from omnibind.serving.service import Service
 
 
@@ -51,6 +53,25 @@ def require(service: Service, need: str) -> Any:
     return Depends(check)
 
 
+def _read_and_search(service: Service, req: s.SearchRequest, uploads: list[Upload]) -> dict[str, Any]:
+    return run_search(service, req, read_query(service, req, uploads))
+
+
+def _batching(service: Service) -> dict[str, Any] | None:
+    """The batcher's settings and its encoder calls so far (None when batching is off)."""
+    if service.batcher is None:
+        return None
+    stats = service.batcher.stats()
+    return {
+        "wait_ms": service.settings.batch_wait_ms,
+        "max_batch": service.settings.max_batch,
+        "batches": stats.batches,
+        "values": stats.values,
+        "largest": stats.largest,
+        "mean": stats.mean,
+    }
+
+
 def add_routes(app: FastAPI, service: Service) -> None:
     """Register every API route of ``service`` on ``app``."""
     read = {"dependencies": [require(service, "read")], "responses": ERRORS}
@@ -77,6 +98,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
                 "max_body_bytes": settings.max_body_bytes,
                 "max_embed": settings.max_embed,
             },
+            "batching": _batching(service),
             "writes_enabled": bool(settings.keys.write),
             "auth_required": settings.keys.configured,
         }
@@ -91,12 +113,17 @@ def add_routes(app: FastAPI, service: Service) -> None:
     async def search(request: Request) -> Any:
         """Rank items for a query of raw values, media, vectors and/or an item id (JSON or multipart)."""
         req, uploads = await search_input(request, service)
-        return await anyio.to_thread.run_sync(run_search, service, req, uploads, limiter=service.workers)
+        if service.batcher is None:  # one worker slot for decoding, embedding and searching
+            answer = _read_and_search
+            return await anyio.to_thread.run_sync(answer, service, req, uploads, limiter=service.workers)
+        # batching: a request waiting for the batcher must not hold one of the few `workers` slots
+        query = await anyio.to_thread.run_sync(read_query, service, req, uploads, limiter=service.encoding)
+        return await anyio.to_thread.run_sync(run_search, service, req, query, limiter=service.workers)
 
     @app.post("/v1/embed", response_model=s.EmbedResponse, **read, tags=["search"])
     async def embed(req: s.EmbedRequest) -> dict[str, Any]:
         """Embed values of one modality into the shared space (unit vectors of width D)."""
-        return await anyio.to_thread.run_sync(run_embed, service, req, limiter=service.workers)
+        return await anyio.to_thread.run_sync(run_embed, service, req, limiter=service.encoding)
 
     @app.get("/v1/items/{item_id}", response_model=s.ItemOut, **read, tags=["items"])
     def get_item(item_id: str) -> dict[str, Any]:

@@ -104,6 +104,17 @@ class ModalityInfo(BaseModel):
     count: int
 
 
+class BatchingInfo(BaseModel):
+    """Dynamic batching of raw query values: settings, and encoder calls since the server started."""
+
+    wait_ms: float
+    max_batch: int
+    batches: int
+    values: int
+    largest: int
+    mean: float = Field(description="values per encoder call")
+
+
 class InfoResponse(BaseModel):
     model: str
     dim: int
@@ -111,6 +122,7 @@ class InfoResponse(BaseModel):
     items: int
     modalities: dict[str, ModalityInfo]
     limits: dict[str, int]
+    batching: BatchingInfo | None = None
     writes_enabled: bool
     auth_required: bool
 

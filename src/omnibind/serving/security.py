@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,9 @@ class ServeSettings:
         max_embed: the most values one ``/v1/embed`` or ``/v1/items`` request may carry.
         workers: searches and embeddings computed at once (0: one per CPU core); more requests wait their
             turn, which keeps tail latency near ``queue length x service time`` instead of time-slicing.
+        batch_wait_ms: raw query values of concurrent requests are embedded together: the first value
+            waits up to this long for others (0: no batching, each request calls the encoder itself).
+        max_batch: the most values in one encoder call; that many waiting go at once.
     """
 
     host: str = "127.0.0.1"
@@ -134,6 +138,8 @@ class ServeSettings:
     max_k: int = 1000
     max_embed: int = 64
     workers: int = 0
+    batch_wait_ms: float = 2.0
+    max_batch: int = 64
 
     def check(self) -> None:
         """Refuse settings that would expose the index without keys."""
@@ -144,3 +150,10 @@ class ServeSettings:
             )
         if self.max_body_bytes < 1024 or self.max_k < 1 or self.max_embed < 1 or self.workers < 0:
             raise ServeError("max_body_bytes must be at least 1024 and max_k, max_embed at least 1")
+        if not (self.batch_wait_ms >= 0 and math.isfinite(self.batch_wait_ms)):
+            raise ServeError(
+                f"batch_wait_ms (--batch-wait-ms) must be a number of milliseconds >= 0 (0 turns batching "
+                f"off), got {self.batch_wait_ms}"
+            )
+        if self.max_batch < 1:
+            raise ServeError(f"max_batch (--max-batch) must be at least 1, got {self.max_batch}")

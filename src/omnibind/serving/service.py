@@ -12,10 +12,13 @@ from typing import Any
 from urllib.parse import quote
 
 import anyio
+import numpy as np
+import torch
 
 from omnibind.data.record import Record
 from omnibind.index import Index, Query, SearchError
 from omnibind.serving import schemas as s
+from omnibind.serving.batcher import Batcher
 from omnibind.serving.errors import ApiError
 from omnibind.serving.media import DECODERS, sniff
 from omnibind.serving.security import ServeSettings
@@ -55,7 +58,7 @@ class RWLock:
 
 
 class Service:
-    """What the routes share: the index, the settings, a lock, and input decoding."""
+    """What the routes share: the index, the settings, a lock, the encoder batcher and input decoding."""
 
     def __init__(self, index: Index, settings: ServeSettings) -> None:
         self.index = index
@@ -64,6 +67,21 @@ class Service:
         # searches and embeddings wait here, first come first served, without holding a thread
         self.workers = anyio.CapacityLimiter(settings.workers or os.cpu_count() or 1)
         self._model_lock = threading.Lock()
+        self.batcher: Batcher | None = None
+        self.encoding = self.workers
+        if settings.batch_wait_ms > 0:
+            self.batcher = Batcher(self._embed_now, settings.batch_wait_ms, settings.max_batch)
+            # requests decoding and waiting for the batcher: a request waiting in a `workers` slot would
+            # cap every batch at `workers` values; the encoder's CPU is the batcher's one thread
+            self.encoding = anyio.CapacityLimiter(settings.max_batch)
+
+    def start(self) -> None:
+        if self.batcher is not None:
+            self.batcher.start()
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
 
     def model(self) -> Any:
         """The index's model, loaded once and kept in eval mode (``embed`` then never toggles it)."""
@@ -71,6 +89,18 @@ class Service:
             model = self.index.model
             model.eval()
             return model
+
+    def _embed_now(self, values: list[Any], modality: str) -> Any:
+        return self.model().embed(values, modality)
+
+    def embed(self, modality: str, values: list[Any]) -> np.ndarray:
+        """``float32[n, D]`` unit rows for raw values of one modality: through the batcher when batching is
+        on (with the values of other requests), else one encoder call. Raises what the model raises."""
+        if self.batcher is None:
+            with torch.no_grad():
+                return self._embed_now(values, modality).numpy()
+        rows = self.batcher.embed(modality, values)
+        return np.stack(rows) if rows else np.zeros((0, self.index.dim), np.float32)
 
     def modality(self, name: str, what: str = "modality") -> str:
         if name not in self.index.kinds:
