@@ -41,6 +41,11 @@ class SearchSettings:
         hnsw_m: HNSW graph degree.
         ef_construction: HNSW build breadth.
         threads: threads for HNSW builds and batches of queries.
+        storage: what the first stage of a local index scans: ``float32`` (the vectors themselves, exact;
+            HNSW above ``exact_threshold``), or a quantized copy, ``float16`` (half the bytes) or ``int8``
+            (a quarter; one scale per vector), whose best ``rerank`` candidates are re-scored exactly from
+            the float32 rows. Chosen when the index is built.
+        rerank: candidates of a quantized first stage re-ranked at full precision (at least ``k``).
     """
 
     exact_threshold: int = 200_000
@@ -50,6 +55,14 @@ class SearchSettings:
     hnsw_m: int = 16
     ef_construction: int = 64
     threads: int = 2
+    storage: str = "float32"
+    rerank: int = 200
+
+    def __post_init__(self) -> None:
+        if self.storage not in ("float32", "float16", "int8"):
+            raise SearchError(f"storage must be one of float32, float16, int8, got {self.storage!r}")
+        if isinstance(self.rerank, bool) or not isinstance(self.rerank, int) or self.rerank < 1:
+            raise SearchError(f"rerank must be a positive integer, got {self.rerank!r}")
 
 
 @dataclass
@@ -66,7 +79,10 @@ class Hit:
 class SearchResult:
     """Ranked hits and why the list ends: ``"k"`` (k reached), ``"min_score"`` (the next score was below
     the threshold), ``"gap"`` (the next score dropped by more than ``max_gap``) or ``"exhausted"`` (no
-    more candidates). ``method`` is ``"exact"`` or ``"hnsw"`` (two-stage)."""
+    more candidates). ``method`` is how the candidates were found: ``"exact"`` (every vector scored),
+    ``"hnsw"`` (HNSW on the Matryoshka prefix, re-ranked at full width), ``"int8"`` / ``"float16"`` (a
+    quantized scan, re-ranked from the float32 rows) or ``"qdrant-two-stage"`` (Qdrant's prefetch on the
+    prefix vector, re-ranked by Qdrant at full width)."""
 
     hits: list[Hit]
     stopped_because: str
@@ -123,19 +139,25 @@ def adaptive_cut(
 
 
 class VectorSet:
-    """The embeddings of one modality: rows in a growing float32 buffer, each the embedding of one item.
+    """The embeddings of one modality: rows, each the embedding of one item.
+
+    The rows live either in a growing float32 buffer in RAM (:meth:`add`) or in arrays memory-mapped
+    from an index's vector log (:meth:`extend`), optionally with a quantized copy (``codes``, ``int8``
+    with per-row ``scales`` or ``float16``) that the first stage scans instead of the float32 rows.
 
     Args:
         dim: width D.
-        settings: search settings (threshold, prefix, HNSW parameters).
+        settings: search settings (threshold, prefix, HNSW parameters, re-rank depth).
     """
 
     def __init__(self, dim: int, settings: SearchSettings) -> None:
         self.dim = dim
         self.settings = settings
-        self.vectors = np.zeros((0, dim), np.float32)  # [capacity, D]
+        self.vectors: np.ndarray = np.zeros((0, dim), np.float32)  # [capacity, D]
         self.items = np.zeros(0, np.int64)  # [capacity] item position of each row
         self.alive = np.zeros(0, bool)  # [capacity]
+        self.codes: np.ndarray | None = None  # [n, D] int8 or float16: the quantized first stage
+        self.scales: np.ndarray | None = None  # [n] float32 (int8 codes)
         self.n = 0
         self.dead = 0
         self.hnsw: Any = None
@@ -157,7 +179,7 @@ class VectorSet:
             setattr(self, name, new)
 
     def add(self, items: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        """Append rows; returns their row numbers ``[n]``. The HNSW graph, if built, gets them too."""
+        """Append rows in RAM; returns their row numbers ``[n]``. The HNSW graph, if built, gets them too."""
         count = len(items)
         self._grow(count)
         rows = np.arange(self.n, self.n + count)
@@ -169,10 +191,29 @@ class VectorSet:
             self._hnsw_add(rows)
         return rows
 
+    def extend(
+        self,
+        vectors: np.ndarray,
+        items: np.ndarray,
+        codes: np.ndarray | None = None,
+        scales: np.ndarray | None = None,
+    ) -> None:
+        """Point at longer arrays whose first ``n`` rows are the current ones (a vector log that grew);
+        the new rows are live. The HNSW graph, if built, gets them too."""
+        old = self.n
+        alive = np.ones(len(items), bool)
+        alive[:old] = self.alive[:old]
+        self.vectors, self.items, self.codes, self.scales = vectors, items, codes, scales
+        self.alive = alive
+        self.n = len(items)
+        if self.hnsw is not None and self.n > old:
+            self._hnsw_add(np.arange(old, self.n))
+
     @property
     def wants_hnsw(self) -> bool:
-        """Whether searches should go through the graph (more live rows than ``exact_threshold``)."""
-        return self.live > self.settings.exact_threshold
+        """Whether searches should go through the graph (more live rows than ``exact_threshold``, and no
+        quantized first stage, which replaces the graph)."""
+        return self.codes is None and self.live > self.settings.exact_threshold
 
     def remove(self, rows: np.ndarray) -> None:
         """Tombstone rows (still in memory, never returned)."""
@@ -237,13 +278,15 @@ class VectorSet:
         if allowed is not None:
             mask = self.alive[:n] & allowed[self.items[:n]]
             count = int(mask.sum())
-            if count <= self.settings.exact_threshold or self.hnsw is None:
+            if count <= self.settings.exact_threshold or (self.hnsw is None and self.codes is None):
                 rows = np.flatnonzero(mask)
                 scores = np.einsum("ij,j->i", self.vectors[rows], query)  # [count]
                 idx, vals = topk(scores, k)
                 return self.items[rows[idx]], vals, "exact"
         if self.hnsw is not None:
             return self._two_stage(query, k, mask)
+        if self.codes is not None:
+            return self._quantized(query, k, mask)
         scores = np.einsum("ij,j->i", self.vectors[:n], query)  # [n]; one pass over n*D*4 bytes
         if self.dead:
             scores[~self.alive[:n]] = -np.inf
@@ -263,6 +306,27 @@ class VectorSet:
         idx, vals = topk(np.ascontiguousarray(scores, dtype=np.float32), k)
         return self.items[rows[idx]], vals, "hnsw"
 
+    def _quantized(
+        self, query: np.ndarray, k: int, mask: np.ndarray | None, block: int = 131_072
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """Scan the quantized codes, keep the best ``rerank`` rows, re-score them from the float32 rows."""
+        assert self.codes is not None
+        n = self.n
+        q = np.ascontiguousarray(query, dtype=np.float32)
+        approx = np.empty(n, np.float32)
+        for start in range(0, n, block):  # one block of codes as float32 at a time: bounded memory
+            stop = min(start + block, n)
+            approx[start:stop] = self.codes[start:stop].astype(np.float32) @ q
+        if self.scales is not None:
+            approx *= self.scales[:n]
+        keep = self.alive[:n] if mask is None else mask
+        approx[~keep] = -np.inf
+        rows, _ = topk(approx, min(max(self.settings.rerank, k), n))
+        rows = np.sort(rows)  # file order: fewer, longer reads of the float32 rows
+        scores = np.ascontiguousarray(np.asarray(self.vectors[rows]) @ q, dtype=np.float32)
+        idx, vals = topk(scores, k)
+        return self.items[rows[idx]], vals, self.settings.storage
+
     def search_many(self, queries: np.ndarray, k: int, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` for a batch ``[Q, D]`` by blocked matrix products (torch threads): ``[Q, k]`` twice."""
         q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))  # [Q, D]
@@ -270,7 +334,9 @@ class VectorSet:
         best_i = torch.zeros((q.shape[0], 0), dtype=torch.long)
         for start in range(0, self.n, block):
             stop = min(start + block, self.n)
-            scores = q @ torch.from_numpy(self.vectors[start:stop]).T  # [Q, block]
+            chunk = np.asarray(self.vectors[start:stop], np.float32)
+            chunk = chunk if chunk.flags.writeable else chunk.copy()  # torch refuses read-only memory maps
+            scores = q @ torch.from_numpy(chunk).T  # [Q, block]
             if self.dead:
                 scores[:, torch.from_numpy(~self.alive[start:stop])] = -math.inf
             v, i = torch.topk(scores, min(k, stop - start), dim=1)

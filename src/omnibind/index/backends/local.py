@@ -1,13 +1,21 @@
-"""The default backend: a local directory (LanceDB table + ``index.json``) searched in this process.
+"""The default backend: a local directory, searched in this process from memory-mapped vectors.
 
-The LanceDB table (``index/store.py``) is the system of record; what is searched is a cache of its vectors,
-one :class:`~omnibind.index.search.VectorSet` per modality, updated in place on write and delete (a deleted
-row is a tombstone until :meth:`LocalBackend.compact`).
+The LanceDB table (``index/store.py``) is the system of record: ids, metadata, raw values, media bytes,
+vectors. Searches read the vector log beside it (``index/vectors.py``): ids, metadata and per modality the
+vectors (and a quantized copy), memory-mapped, append-only, with tombstones for deleted or replaced items.
+Only small per-item arrays (liveness, a hash of each id) and, once a filter needs them, the parsed metadata
+live in this process's heap, so several processes share one copy of the vectors in the page cache.
+
+One writer at a time (a file lock, across processes); each write appends past the committed end, commits
+the table, then publishes the log's new ``state.json``. A process sees other processes' commits at its next
+search or write (one ``stat`` per search tells it something changed), always a whole committed version.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,17 +23,21 @@ from typing import Any
 
 import numpy as np
 
+from omnibind.errors import DataError
+from omnibind.index import vectors as vlog
 from omnibind.index.backends.base import Ranked
 from omnibind.index.search import SearchSettings, VectorSet, filter_mask
 from omnibind.index.store import ItemStore, rows_table
 
+_REHASH = 100_000  # ids appended since the last hash table above this (and a tenth of all): rebuild it
+
 
 class LocalBackend:
-    """An index directory, its vectors held by this process.
+    """An index directory, searched from its memory-mapped vector log.
 
     Args:
         store: the directory's LanceDB table and ``index.json``.
-        settings: search settings (exact threshold, Matryoshka prefix, HNSW parameters).
+        settings: search settings (exact threshold, Matryoshka prefix, HNSW parameters, storage).
     """
 
     def __init__(self, store: ItemStore, settings: SearchSettings) -> None:
@@ -36,7 +48,9 @@ class LocalBackend:
         self.meta = store.meta
         self.modalities: list[str] = list(store.modalities)
         self.dim = store.dim
-        self._load()
+        self._refreshing = threading.Lock()
+        with vlog.writer_lock(self.path):
+            self._attach(self._current_log(), full=True)
 
     @classmethod
     def create(cls, path: str | Path, meta: dict[str, Any], settings: SearchSettings) -> LocalBackend:
@@ -45,51 +59,165 @@ class LocalBackend:
 
     @classmethod
     def open(cls, path: str | Path, settings: SearchSettings | None = None) -> LocalBackend:
-        """An existing index directory; ``settings`` default to those in its ``index.json``."""
+        """An existing index directory; ``settings`` default to those in its ``index.json`` (the storage
+        is the log's, chosen at build)."""
         store = ItemStore.open(path)
         return cls(store, settings or SearchSettings(**store.meta.get("settings", {})))
 
-    def _load(self) -> None:
-        """Read ids, metadata and vectors from the table into memory."""
-        columns = ["id", "metadata", *(f"{m}__vector" for m in self.modalities)]
-        table = self.store.read(columns)
-        self._ids: list[str] = table.column("id").to_pylist()
-        self._pos: dict[str, int] = {i: p for p, i in enumerate(self._ids)}
-        self._metadata: list[dict[str, Any]] = [
-            json.loads(s or "{}") for s in table.column("metadata").to_pylist()
-        ]
-        self._alive = np.ones(len(self._ids), bool)
-        # live items per metadata key: a filter on a key no item has is a typo, not an empty result
-        self._keys: Counter[str] = Counter(key for md in self._metadata for key in md)
-        self._sets = {m: VectorSet(self.dim, self.settings) for m in self.modalities}
-        vectors, present = arrow_vectors(table, self.modalities, self.dim)
-        self._index_vectors(np.arange(len(self._ids)), vectors, present)
+    # ---- the log -----------------------------------------------------------------------------------
+    def _current_log(self) -> vlog.VectorLog:
+        """The published log, rebuilt from the table where it is missing or behind it (hold the lock)."""
+        root = vlog.current(self.path)
+        self.store.table.checkout_latest()
+        if root is not None:
+            log = vlog.VectorLog(root, self.modalities, self.dim)
+            if log.state["lance_version"] == self.store.version():
+                return log
+        return self._rebuild(log.storage if root is not None else self.settings.storage)
 
-    def _index_vectors(
-        self, positions: np.ndarray, vectors: Mapping[str, np.ndarray], present: np.ndarray
-    ) -> None:
-        for j, m in enumerate(self.modalities):
-            rows = np.flatnonzero(present[:, j])
-            if len(rows):
-                self._sets[m].add(positions[rows], vectors[m][rows])
+    def _rebuild(self, storage: str) -> vlog.VectorLog:
+        """A new log holding the table's live rows, published (the old one is removed)."""
+        from tqdm.auto import tqdm
+
+        self.store.table.checkout_latest()
+        version = self.store.version()
+        root = vlog.new_root(self.path)
+        log = vlog.VectorLog.create(root, self.modalities, self.dim, storage, version)
+        columns = ["id", "metadata", *(f"{m}__vector" for m in self.modalities)]
+        total = self.store.table.count_rows()
+        reader = self.store.table.search().select(columns).limit(None).to_batches(65_536)
+        import pyarrow as pa
+
+        with tqdm(total=total, desc="mapping vectors", unit="item", disable=total < 200_000) as bar:
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                vectors, present = arrow_vectors(table, self.modalities, self.dim)
+                metadata = [json.loads(m or "{}") for m in table.column("metadata").to_pylist()]
+                state = log.append(table.column("id").to_pylist(), metadata, vectors, present, [], Counter())
+                log.commit(state, version)
+                bar.update(table.num_rows)
+        vlog.publish(self.path, root)
+        return log
+
+    def _stamp(self) -> tuple[Any, ...]:
+        try:
+            a, b = os.stat(self.path / vlog.POINTER), os.stat(self._log.root / vlog.STATE)
+        except FileNotFoundError:
+            return ()
+        return a.st_mtime_ns, a.st_ino, b.st_mtime_ns, b.st_ino
+
+    def _attach(self, log: vlog.VectorLog, full: bool) -> None:
+        """Take ``log``'s committed state into memory: everything (``full``) or what was appended."""
+        st = log.state
+        n = int(st["items"])
+        old = 0 if full else self._n
+        self._log = log
+        self._ids_blob, self._ids_off = log.ids(st)
+        self._meta_blob, self._meta_off = log.metadata(st)
+        alive = np.ones(n, bool)
+        if not full:
+            alive[:old] = self._alive[:old]
+        alive[log.dead(st)] = False
+        self._alive = alive
+        if full:
+            self._sets = {m: VectorSet(self.dim, self.settings) for m in self.modalities}
+            self._parsed: list[dict[str, Any]] | None = None
+            self._hash_index(n)
+        else:
+            self._recent_ids(old, n)
+            if self._parsed is not None:
+                self._parsed.extend(self._metadata_at(p) for p in range(old, n))
+        for m, s in self._sets.items():
+            rows = log.rows(m, st)
+            s.extend(rows["vectors"], rows["items"], rows["codes"], rows["scales"])
+            gone = np.flatnonzero(s.alive[: s.n] & ~alive[s.items[: s.n]])
+            if len(gone):
+                s.remove(gone)
+        self._n = n
+        self._keys: Counter[str] = Counter(st["keys"])
+        self._seen = self._stamp()
+
+    def _look(self) -> None:
+        """Refresh if another process committed since (one ``stat`` of two small files)."""
+        if self._stamp() != self._seen:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """See the latest committed version (another process may have written)."""
+        with self._refreshing:
+            if self._stamp() == self._seen:
+                return
+            root = vlog.current(self.path)
+            if root is None:
+                return
+            if root != self._log.root:
+                self._attach(vlog.VectorLog(root, self.modalities, self.dim), full=True)
+            else:
+                self._log.state = self._log.read_state()
+                self._attach(self._log, full=False)
+
+    # ---- ids -----------------------------------------------------------------------------------------
+    def _id_at(self, p: int) -> bytes:
+        return bytes(self._ids_blob[self._ids_off[p] : self._ids_off[p + 1]])
+
+    def _hash_index(self, n: int) -> None:
+        """Sorted hashes of every id (two int64 per item instead of a dict of strings)."""
+        hashes = np.fromiter((hash(self._id_at(p)) for p in range(n)), np.int64, count=n)
+        self._hash_order = np.argsort(hashes, kind="stable")
+        self._hash_sorted = hashes[self._hash_order]
+        self._recent: dict[bytes, list[int]] = {}
+
+    def _recent_ids(self, start: int, stop: int) -> None:
+        if len(self._recent) + stop - start > max(_REHASH, stop // 10):
+            self._hash_index(stop)
+            return
+        for p in range(start, stop):
+            self._recent.setdefault(self._id_at(p), []).append(p)
+
+    def _find(self, item_id: str) -> int | None:
+        """The position of the live item ``item_id``, or None."""
+        key = str(item_id).encode("utf-8")
+        h = hash(key)
+        lo = int(np.searchsorted(self._hash_sorted, h, "left"))
+        hi = int(np.searchsorted(self._hash_sorted, h, "right"))
+        for p in [*self._recent.get(key, []), *self._hash_order[lo:hi].tolist()]:
+            if self._alive[p] and self._id_at(p) == key:
+                return int(p)
+        return None
+
+    def _metadata_at(self, p: int) -> dict[str, Any]:
+        raw = bytes(self._meta_blob[self._meta_off[p] : self._meta_off[p + 1]])
+        return json.loads(raw) if raw else {}
+
+    def _all_metadata(self) -> list[dict[str, Any]]:
+        """Every item's metadata, parsed once (the first filtered search pays for it)."""
+        if self._parsed is None:
+            self._parsed = [self._metadata_at(p) for p in range(self._n)]
+        return self._parsed
 
     # ---- reads -----------------------------------------------------------------------------------
     def __len__(self) -> int:
+        self._look()
         return int(self._alive.sum())
 
     def has(self, item_id: str) -> bool:
-        return item_id in self._pos and bool(self._alive[self._pos[item_id]])
+        self._look()
+        return self._find(item_id) is not None
 
     def ids(self) -> list[str]:
-        return [i for p, i in enumerate(self._ids) if self._alive[p]]
+        self._look()
+        return [self._id_at(p).decode("utf-8") for p in np.flatnonzero(self._alive).tolist()]
 
     def counts(self) -> dict[str, int]:
+        self._look()
         return {m: s.live for m, s in self._sets.items()}
 
     def metadata_keys(self) -> list[str]:
+        self._look()
         return sorted(key for key, count in self._keys.items() if count > 0)
 
     def item(self, item_id: str) -> dict[str, Any] | None:
+        self._look()
         row = self.store.row(item_id) if self.has(item_id) else None
         if row is None:
             return None
@@ -109,9 +237,11 @@ class LocalBackend:
         return None if row is None else row.get(f"{modality}__bytes")
 
     def embedding(self, item_id: str, modality: str) -> np.ndarray | None:
+        self._look()
+        pos = self._find(item_id)
         s = self._sets[modality]
-        rows = np.flatnonzero((s.items[: s.n] == self._pos[item_id]) & s.alive[: s.n])
-        return s.vectors[rows[0]].copy() if len(rows) else None
+        rows = np.flatnonzero((s.items[: s.n] == pos) & s.alive[: s.n])
+        return np.array(s.vectors[rows[0]], np.float32) if len(rows) else None
 
     # ---- writes ----------------------------------------------------------------------------------
     def write(
@@ -123,40 +253,47 @@ class LocalBackend:
         raw: dict[str, list[dict[str, Any] | None]] | None,
         replace: bool,
     ) -> None:
-        n = len(ids)
         rows = rows_table(self.modalities, self.dim, ids, metadata, vectors, present, raw)
-        if replace:
-            self.store.upsert(rows)
-            self._forget([i for i in ids if i in self._pos])
-        else:
-            self.store.append(rows)
-        start = len(self._ids)
-        self._ids.extend(ids)
-        self._pos.update({i: start + k for k, i in enumerate(ids)})
-        self._metadata.extend(dict(md) for md in metadata)
-        self._keys.update(key for md in self._metadata[start:] for key in md)
-        self._alive = np.concatenate([self._alive, np.ones(n, bool)])
-        self._index_vectors(np.arange(start, start + n), vectors, present)
+        with vlog.writer_lock(self.path):
+            self._refresh()  # another process may have written since this one last looked
+            found = [self._find(str(i)) for i in ids]
+            if not replace and any(p is not None for p in found):
+                taken = next(i for i, p in zip(ids, found, strict=True) if p is not None)
+                raise DataError(
+                    "already in the index (written by another process meanwhile)", record_id=taken
+                )
+            dead = [p for p in found if p is not None]
+            state = self._log.append(ids, metadata, vectors, present, dead, self._keys_of(dead))
+            if replace:
+                self.store.upsert(rows)
+            else:
+                self.store.append(rows)
+            self._log.commit(state, self.store.version())
+            self._attach(self._log, full=False)
 
     def delete(self, ids: Sequence[str]) -> None:
-        self.store.delete(ids)
-        self._forget(ids)
+        with vlog.writer_lock(self.path):
+            self._refresh()
+            dead = [p for p in (self._find(i) for i in ids) if p is not None]
+            empty = {m: np.zeros((0, self.dim), np.float32) for m in self.modalities}
+            state = self._log.append(
+                [], [], empty, np.zeros((0, len(self.modalities)), bool), dead, self._keys_of(dead)
+            )
+            self.store.delete(ids)
+            self._log.commit(state, self.store.version())
+            self._attach(self._log, full=False)
 
-    def _forget(self, ids: Sequence[str]) -> None:
-        positions = np.array([self._pos.pop(i) for i in ids], np.int64)
-        self._alive[positions] = False
-        self._keys.subtract(key for p in positions.tolist() for key in self._metadata[p])
-        for s in self._sets.values():
-            rows = np.flatnonzero(np.isin(s.items[: s.n], positions) & s.alive[: s.n])
-            s.remove(rows)
+    def _keys_of(self, positions: Sequence[int]) -> Counter[str]:
+        return Counter(key for p in positions for key in self._metadata_at(p))
 
     def compact(self) -> None:
-        """Rewrite the table without deleted rows and old versions, then reload (drops tombstones)."""
-        self.store.compact()
-        self._load()
+        """Rewrite the table without deleted rows and old versions, and the log without tombstones."""
+        with vlog.writer_lock(self.path):
+            self.store.compact()
+            self._attach(self._rebuild(self._log.storage), full=True)
 
     def prepare(self) -> None:
-        """Build the HNSW graph of every modality over ``exact_threshold`` live vectors."""
+        """Build the HNSW graph of every modality over ``exact_threshold`` live vectors (float32 storage)."""
         for vector_set in self._sets.values():
             if vector_set.hnsw is None and vector_set.wants_hnsw:
                 vector_set.build_hnsw()
@@ -173,25 +310,33 @@ class LocalBackend:
         where: Mapping[str, Any] | None,
         exclude: str | None,
     ) -> tuple[dict[str, Ranked], str]:
-        allowed = filter_mask(self._metadata, where) if where else None
+        self._look()
+        allowed = filter_mask(self._all_metadata(), where) if where else None
         if exclude is not None:
-            allowed = np.ones(len(self._ids), bool) if allowed is None else allowed
-            allowed[self._pos[exclude]] = False
+            allowed = np.ones(self._n, bool) if allowed is None else allowed
+            p = self._find(exclude)
+            if p is not None:
+                allowed[p] = False
         out: dict[str, Ranked] = {}
         method = "exact"
         for m in targets:
             items, scores, used = self._sets[m].search(vector, k, allowed)
-            method = "hnsw" if used == "hnsw" else method
+            method = used if used != "exact" else method
             out[m] = [
-                (self._ids[p], s, self._metadata[p])
+                (self._id_at(p).decode("utf-8"), s, self._metadata_at(p))
                 for p, s in zip(items.tolist(), scores.tolist(), strict=True)
             ]
         return out, method
 
     def search_many(self, vectors: np.ndarray, target: str, k: int) -> list[list[tuple[str, float]]]:
+        self._look()
         items, scores = self._sets[target].search_many(vectors, k)
         return [
-            [(self._ids[i], float(s)) for i, s in zip(row_i, row_s, strict=True) if np.isfinite(s)]
+            [
+                (self._id_at(i).decode("utf-8"), float(s))
+                for i, s in zip(row_i, row_s, strict=True)
+                if np.isfinite(s)
+            ]
             for row_i, row_s in zip(items.tolist(), scores.tolist(), strict=True)
         ]
 
