@@ -42,6 +42,13 @@ def build(
     batch_size: int = typer.Option(1024, help="Items per commit."),
     exact_threshold: int = typer.Option(200_000, help="Vectors per modality above which HNSW is used."),
     prefix: int = typer.Option(64, help="Matryoshka prefix width of the HNSW graph."),
+    storage: str = typer.Option(
+        "float32",
+        "--storage",
+        help="First stage of a local index: float32 (exact; HNSW above the threshold), float16 or int8 "
+        "(a quantized scan re-ranked from the float32 rows: a half or a quarter of the memory).",
+    ),
+    rerank: int = typer.Option(200, "--rerank", help="Candidates of a float16/int8 first stage re-ranked."),
     device: str = typer.Option("auto", "--device", help="Where the model embeds: auto, cpu, cuda[:N], mps."),
 ) -> None:
     """Embed every item of DATA with the model of RUN into a new index at OUT (or index the parts that
@@ -56,7 +63,7 @@ def build(
             f"{from_embeddings} has no parts.json: the embedding has not finished; rerun `omnibind embed` "
             "with the same arguments (it skips the parts already written); nothing was written"
         )
-    settings = SearchSettings(exact_threshold=exact_threshold, prefix=prefix)
+    settings = SearchSettings(exact_threshold=exact_threshold, prefix=prefix, storage=storage, rerank=rerank)
     index = Index.create(out, run, settings, device=device)
     if from_embeddings is not None:
         total = index.add_parts(from_embeddings, on_commit=_acknowledge, progress=True, root=root)

@@ -23,12 +23,19 @@ def serve(
         help="How long a raw query value waits for others to share its encoder call, in ms (0: no batching).",
     ),
     max_batch: int = typer.Option(64, "--max-batch", help="Most values embedded in one encoder call."),
+    processes: int = typer.Option(
+        1,
+        "--processes",
+        help="Server processes on one port (a local index's vectors are memory-mapped and shared; one "
+        "writer at a time, readers see each commit at their next request).",
+    ),
 ) -> None:
     """Serve INDEX over HTTP: the search API under /v1, the search page at /, API docs at /docs."""
     import uvicorn
 
     from omnibind.index import Index, ModelMismatchError
     from omnibind.serving import ApiKeys, ServeSettings, create_app, load_key_file
+    from omnibind.serving.security import ServeError
 
     keys = load_key_file(api_key_file) if api_key_file is not None else ApiKeys()
     settings = ServeSettings(
@@ -42,14 +49,41 @@ def serve(
         max_batch=max_batch,
     )
     settings.check()  # before opening anything: a public address without keys is refused at once
+    if processes < 1:
+        raise ServeError(f"--processes must be at least 1, got {processes}")
+    if processes > 1 and index_dir.startswith("qdrant+path://"):
+        raise ServeError(
+            "--processes > 1 cannot share a Qdrant local-mode folder (one process holds its lock); serve a "
+            "Qdrant server (qdrant://HOST:PORT/COLLECTION) or a local omnibind index instead"
+        )
     index = Index.open(index_dir)
     index.build_graphs()  # large modalities: build the search graph now, not in the first query
     try:
         index.model.eval()  # load now, so the first query is not slow and a mismatch shows at start
     except ModelMismatchError as exc:
         typer.secho(f"warning: {exc}; raw-value queries will get 409", fg=typer.colors.YELLOW, err=True)
-    app = create_app(index, settings)
-    typer.echo(f"serving {index_dir} ({len(index)} items) on http://{host}:{port}/  (API docs: /docs)")
+    where = f"{index_dir} ({len(index)} items) on http://{host}:{port}/  (API docs: /docs)"
     # keep-alive well above uvicorn's 5 s: a busy client that reuses a connection just as the server closes
     # it sees a dropped request (measured: 1 in 5,000 under benchmarks/serve_load.py on a loaded machine)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=75)
+    if processes == 1:
+        app = create_app(index, settings)
+        typer.echo(f"serving {where}")
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=75)
+        return
+    import os
+
+    from omnibind.serving.app import ENV, settings_env
+
+    index.close()
+    del index  # each worker opens its own (the vectors' pages are shared through the page cache)
+    os.environ[ENV] = settings_env(index_dir, settings)
+    typer.echo(f"serving {where} with {processes} processes")
+    uvicorn.run(
+        "omnibind.serving.app:app_from_env",
+        factory=True,
+        workers=processes,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=75,
+    )

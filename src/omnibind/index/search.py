@@ -314,9 +314,14 @@ class VectorSet:
         n = self.n
         q = np.ascontiguousarray(query, dtype=np.float32)
         approx = np.empty(n, np.float32)
+        q_t = torch.from_numpy(q)
         for start in range(0, n, block):  # one block of codes as float32 at a time: bounded memory
             stop = min(start + block, n)
-            approx[start:stop] = self.codes[start:stop].astype(np.float32) @ q
+            codes = np.asarray(self.codes[start:stop])
+            if codes.dtype == np.float16:  # torch converts half precision about twice as fast as numpy
+                approx[start:stop] = (torch.from_numpy(codes.copy()).float() @ q_t).numpy()
+            else:  # int8: numpy's conversion is the faster one here
+                approx[start:stop] = codes.astype(np.float32) @ q
         if self.scales is not None:
             approx *= self.scales[:n]
         keep = self.alive[:n] if mask is None else mask

