@@ -250,14 +250,46 @@ class _closing:
         self.index.close()
 
 
+def _vector_model(tmp_path: Path, d: int) -> Path:
+    cfg = {"modalities": {"vec": {"kind": "embedding", "dim": d}}, "model": {"dim": d}}
+    return OmniModel(config_from_dict(cfg)).save(tmp_path / "model")
+
+
+def test_a_write_killed_between_requests_leaves_whole_items(tmp_path, monkeypatch):
+    url, n = _url(tmp_path), 600
+    x = np.random.default_rng(1).standard_normal((n, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = [f"v{i}" for i in range(n)]
+    ix = Index.create(url, _vector_model(tmp_path, 8))
+    sent, upsert = [], ix.backend.client.upsert
+
+    def dies_after_one(*args, **kwargs):
+        if sent:
+            raise KeyboardInterrupt  # as a kill between two requests of one write
+        sent.append(1)
+        return upsert(*args, **kwargs)
+
+    monkeypatch.setattr(ix.backend.client, "upsert", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        ix.add_embeddings(ids, {"vec": x}, metadata=[{"row": i} for i in range(n)])
+    assert len(ix) == len(ix.ids()) == ix.counts()["vec"] == 256  # the first request, whole
+    monkeypatch.undo()
+    ix.close()
+    reopened = Index.open(url)
+    assert reopened.ids() == ids[:256] and reopened.counts() == {"vec": 256}
+    assert all(reopened.get(i)["metadata"] == {"row": int(i[1:])} for i in ids[:256:50])
+    np.testing.assert_allclose(reopened.embedding("v255", "vec"), x[255])
+    reopened.add_embeddings(ids, {"vec": x}, metadata=[{"row": i} for i in range(n)], replace=True)  # redo
+    assert len(reopened) == n and reopened.ids() == ids and reopened.metadata_keys() == ["row"]
+    reopened.close()
+
+
 def test_two_stage_recall_against_exact(tmp_path):
     rng = np.random.default_rng(0)
     n, d = 600, 16
     x = rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(np.arange(1, d + 1))  # Matryoshka-like
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    model_dir = tmp_path / "model"
-    cfg = {"modalities": {"vec": {"kind": "embedding", "dim": d}}, "model": {"dim": d}}
-    OmniModel(config_from_dict(cfg)).save(model_dir)
+    model_dir = _vector_model(tmp_path, d)
     settings = SearchSettings(exact_threshold=100, prefix=8, shortlist=50)
     ids = [f"v{i}" for i in range(n)]
     with _closing(Index.create(_url(tmp_path), model_dir, settings)) as ix:

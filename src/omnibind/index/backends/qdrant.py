@@ -177,9 +177,9 @@ class QdrantBackend:
         stored = self.client.get_collection(self.collection).config.metadata or {}
         return stored.get(STATE_KEY) or {"keys": {}, "next_seq": 0}
 
-    def _write_state(self, keys: Counter[str], next_seq: int) -> None:
+    def _write_state(self, next_seq: int) -> None:
         # keys that dropped to 0 are written as 0, not left out: a deep-merging server keeps no stale count
-        state = {"keys": dict(keys), "next_seq": next_seq}
+        state = {"keys": dict(self._keys), "next_seq": next_seq}
         self.client.update_collection(self.collection, metadata={STATE_KEY: state})
 
     def _count_vectors(self, modality: str) -> int:
@@ -281,10 +281,10 @@ class QdrantBackend:
         with self._reported():
             old = self._payloads(ids) if replace else {}
             state = self._read_state()
-            keys = Counter(state["keys"])
-            keys.update(key for md in metadata for key in md)
+            self._keys = Counter(state["keys"])
+            self._keys.update(key for md in metadata for key in md)
             first = int(state["next_seq"])
-            self._write_state(keys, first + len(ids))  # before the points: a kill over-counts, never under
+            self._write_state(first + len(ids))  # before the points: a kill over-counts keys, never under
             prefixes = {m: _unit_prefix(np.asarray(v), self.prefix) for m, v in vectors.items()}
             points = [
                 self._point(row, item_id, metadata[row], vectors, prefixes, present[row], raw, first + row)
@@ -292,13 +292,14 @@ class QdrantBackend:
             ]
             for request in _requests(points):
                 self.client.upsert(self.collection, request, wait=True)
+                # counted per request: a write that fails half-way leaves this process's counts right
+                self._count([p.payload["modalities"] for p in request], +1)
+                self._count(
+                    [old[p.payload["id"]]["modalities"] for p in request if p.payload["id"] in old], -1
+                )
             if old:
-                keys.subtract(key for p in old.values() for key in p.get("metadata") or {})
-                self._write_state(keys, first + len(ids))
-        self._keys = keys
-        for j, m in enumerate(self.modalities):
-            self._counts[m] += int(present[:, j].sum())
-        self._forget_counts(old)
+                self._keys.subtract(key for p in old.values() for key in p.get("metadata") or {})
+                self._write_state(first + len(ids))
 
     def _point(
         self,
@@ -347,10 +348,10 @@ class QdrantBackend:
                 out[p.payload["id"]] = p.payload
         return out
 
-    def _forget_counts(self, old: Mapping[str, dict[str, Any]]) -> None:
-        for payload in old.values():
-            for m in payload.get("modalities") or []:
-                self._counts[m] -= 1
+    def _count(self, modalities: list[list[str]], sign: int) -> None:
+        for names in modalities:
+            for m in names:
+                self._counts[m] += sign
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete the points in one request; the key counts are lowered after it."""
@@ -360,12 +361,11 @@ class QdrantBackend:
             old = self._payloads(ids)
             selector = models.PointIdsList(points=[point_id(i) for i in ids])
             self.client.delete(self.collection, points_selector=selector, wait=True)
+            self._count([p.get("modalities") or [] for p in old.values()], -1)
             state = self._read_state()
-            keys = Counter(state["keys"])
-            keys.subtract(key for p in old.values() for key in p.get("metadata") or {})
-            self._write_state(keys, int(state["next_seq"]))
-        self._keys = keys
-        self._forget_counts(old)
+            self._keys = Counter(state["keys"])
+            self._keys.subtract(key for p in old.values() for key in p.get("metadata") or {})
+            self._write_state(int(state["next_seq"]))
 
     def compact(self) -> None:
         """Nothing to do: a server's optimizer vacuums deleted points on its own, and local mode deletes
