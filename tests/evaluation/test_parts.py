@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from omnibind.cli.main import app
 from omnibind.config import config_from_dict
+from omnibind.index import Index, SearchError
 from omnibind.training.trainer import train
 from tests.helpers import kill_tree, tiny_shapes_config
 
@@ -106,6 +107,18 @@ def test_parts_match_the_single_file_and_a_rerun_skips_them(run: Path, tmp_path:
     )
     assert res.exit_code == 0, res.output
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "p").glob("part-*")}  # none rewritten
+    cut = tmp_path / "p" / "part-00000-00002.parquet"  # a part cut short (a full disk, a bad copy)
+    cut.write_bytes(cut.read_bytes()[:500])
+    with pytest.raises(SearchError, match="part-00000-00002.parquet is damaged .*rerun `omnibind embed`"):
+        Index.create(tmp_path / "ix", run).add_parts(tmp_path / "p")
+    with pytest.warns(UserWarning, match="part-00000-00002.parquet is damaged .*embedding its items again"):
+        res = runner.invoke(
+            app, ["embed", str(run), "--data", DATA, "--out", str(tmp_path / "p"), "--part-size", "100"]
+        )
+    assert res.exit_code == 0, res.output
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "p").glob("part-*")}
+    assert [n for n in after if after[n] != stamps[n]] == [cut.name]  # only the damaged part was redone
+    assert _rows(tmp_path / "p").keys() == single.keys()
     res = runner.invoke(
         app, ["embed", str(run), "--data", DATA, "--out", str(tmp_path / "p"), "--part-size", "50"]
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,13 @@ def embed_parts(
     started = time.time()
     bar = tqdm(total=len(records), desc="embedding", unit="item", disable=not (progress and rank == 0))
     for s, lo, hi in mine:
-        if s in finished_parts(out):
-            continue
+        found = finished_parts(out).get(s)
+        if found is not None:
+            problem = part_problem(found, hi - lo)
+            if problem is None:
+                continue
+            warnings.warn(f"{found.name} is damaged ({problem}); embedding its items again", stacklevel=2)
+            found.unlink(missing_ok=True)
         chunk = records[lo:hi]
         data = LazyDataset(chunk, kinds, "stop", None, loaded.facts, loaded.name)
         table = _table(model, data, [split_of[id(r)] for r in chunk], batch_size)
@@ -140,6 +146,20 @@ def embed_parts(
     }
     write_text_atomic(out / PARTS_NAME, json.dumps(listing, indent=1))
     return listing
+
+
+def part_problem(path: Path, items: int) -> str | None:
+    """Why the part file ``path`` is not a whole part of ``items`` rows (truncated, not Parquet), or None.
+
+    Parts are written atomically, so this finds what a crash cannot make but a full disk, a copy or a
+    filesystem without atomic rename can: a file cut short."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a bad footer
+        return f"not a readable Parquet file: {str(exc).splitlines()[0][:120]}"
+    return None if rows == items else f"{rows} rows where the part holds {items}"
 
 
 def _show(bar: Any, out: Path, parts: list[tuple[int, int, int]], started: float) -> None:

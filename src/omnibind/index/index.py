@@ -331,6 +331,15 @@ class Index:
         }
         done = 0
         bar = tqdm(total=int(listing["items"]), desc="indexing", unit="item", disable=not progress)
+        from omnibind.evaluation.parts import part_problem
+
+        for part in listing["parts"]:  # every part checked before the first is added
+            problem = part_problem(folder / part["file"], int(part["items"]))
+            if problem is not None:
+                raise SearchError(
+                    f"{folder / part['file']} is damaged ({problem}); rerun `omnibind embed` with the same "
+                    "arguments: it embeds that part again (nothing was added)"
+                )
         for part in listing["parts"]:
             table = pq.read_table(folder / part["file"]).to_pydict()
             ids = [str(i) for i in table["id"]]
