@@ -7,6 +7,7 @@ against faiss and LanceDB's own vector search, on synthetic vectors and on real 
     python benchmarks/search.py --emoji-run runs/emoji     # reuse a trained run (Matryoshka-trained, or
                                                            # its 64-d prefix ranks poorly)
     python benchmarks/search.py --no-emoji --no-lance      # the synthetic omnibind / faiss part only
+    python benchmarks/search.py --qdrant-only              # the Qdrant local-mode comparison only
 
 Section "synthetic": 2,000 Gaussian clusters in 256 dims with a decaying spectrum (variance of dim i ~
 1/i, so the first 64 dims carry ~76% of it, a stand-in for a Matryoshka-trained model), rows
@@ -23,6 +24,14 @@ Peers, each in the same process on the same vectors and queries: faiss (``IndexF
 optional, ``pip install faiss-cpu``) and LanceDB (already the index's storage layer): a flat scan
 (``bypass_vector_index``) and its IVF_PQ and IVF_HNSW_SQ indexes, each swept over its query settings.
 Recall@10 is against omnibind's exact top 10; latency is the median of single queries.
+
+Section "Qdrant embedded local mode": the index's Qdrant backend (``qdrant+path://``) beside the local
+index, both through ``Index`` on the first ``--qdrant-n`` (20,000) synthetic vectors with the same queries:
+exact top-10 latency per query (p50 / p95, one thread), unfiltered and with a filter that keeps one item in
+ten, and the agreement of the two top 10s. Local mode is Qdrant's brute force in Python (NumPy over all
+vectors, filters evaluated point by point), not the Qdrant server; 20,000 is where Qdrant's client starts to
+warn that local mode is not meant for more, and its writes (one SQLite commit per point) ran at 70 to 1,000
+points/s on this shared machine, so the full million would take from twenty minutes to hours to write.
 """
 
 from __future__ import annotations
@@ -71,6 +80,17 @@ def median_ms(fn: Callable[[np.ndarray], Any], queries: Sequence[np.ndarray]) ->
         fn(q)
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1e3)
+
+
+def latency_ms(fn: Callable[[np.ndarray], Any], queries: Sequence[np.ndarray]) -> tuple[float, float, list]:
+    """p50 and p95 of single-query latency in ms (after one warm-up query), and each query's answer."""
+    fn(queries[0])
+    times, answers = [], []
+    for q in queries:
+        t = time.perf_counter()
+        answers.append(fn(q))
+        times.append(time.perf_counter() - t)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3), answers
 
 
 def recall(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
@@ -282,7 +302,87 @@ def synthetic(args: argparse.Namespace) -> dict:
         "bytes_per_scan": base.nbytes,
         "rows": rows,
         "adds": adds_and_deletes(base, extra, queries),
+        "qdrant": qdrant_local_mode(base, queries, args.qdrant_n) if args.qdrant else None,
     }
+
+
+def vector_model(d: int = 256) -> Any:
+    """A weight-free model of one ``embedding`` modality ``vec`` of width ``d`` (vectors go in as is)."""
+    from omnibind.config import config_from_dict
+    from omnibind.model import OmniModel
+
+    return OmniModel(
+        config_from_dict({"modalities": {"vec": {"kind": "embedding", "dim": d}}, "model": {"dim": d}})
+    )
+
+
+def qdrant_local_mode(base: np.ndarray, queries: np.ndarray, n_max: int) -> dict:
+    """The local index and the Qdrant backend in local mode, through ``Index``, on the first ``n_max``
+    vectors: write time, exact top-10 latency (p50 / p95, one thread) without and with a filter, agreement."""
+    import warnings
+
+    from threadpoolctl import threadpool_limits
+
+    from omnibind.index import Index, SearchSettings
+
+    n = min(len(base), n_max)
+    corpus, single = base[:n], queries[:100]
+    ids = [f"b{i}" for i in range(n)]
+    metadata = [{"tenth": i % 10} for i in range(n)]
+    print(f"[qdrant local mode] {n:,} x {base.shape[1]} of the synthetic vectors, {len(single)} queries")
+    rows, found = [], {}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # local mode warns that it is not the server
+        model_dir = vector_model(base.shape[1]).save(Path(tmp) / "model")
+        places = {
+            "local index": Path(tmp) / "local",
+            "Qdrant local mode": f"qdrant+path://{tmp}/qdrant/items",
+        }
+        for family, place in places.items():
+            ix = Index.create(place, model_dir, SearchSettings(exact_threshold=10**12))  # exact everywhere
+
+            def write(ix: Any = ix) -> None:
+                for s in range(0, n, 10_000):
+                    ix.add_embeddings(
+                        ids[s : s + 10_000], {"vec": corpus[s : s + 10_000]}, None, metadata[s : s + 10_000]
+                    )
+
+            write_s = _timeit(write)
+            for setting, where in (
+                ("exact top 10", None),
+                ("exact top 10, filter keeps 1 in 10", {"tenth": 0}),
+            ):
+                with threadpool_limits(1):
+                    p50, p95, answers = latency_ms(
+                        lambda q, ix=ix, where=where: ix.search(q, target="vec", k=10, where=where), single
+                    )
+                found[family, setting] = [[h.id for h in a.hits] for a in answers]
+                row = {"family": family, "setting": setting, "write_s": write_s, "ms_p50": p50, "ms_p95": p95}
+                print(f"  .. {family}, {setting}: {p50:.2f} / {p95:.2f} ms", file=sys.stderr, flush=True)
+                rows.append(row)
+            ix.close()
+    for row in rows:
+        ours, theirs = found[row["family"], row["setting"]], found["local index", row["setting"]]
+        row["agree@10"] = recall(ours, np.array(theirs))
+    base_ms = {r["setting"]: r["ms_p50"] for r in rows if r["family"] == "local index"}
+    for row in rows:
+        row["p50_over_local"] = row["ms_p50"] / base_ms[row["setting"]]
+    return {"n": n, "queries": len(single), "rows": rows}
+
+
+def print_qdrant(section: dict) -> None:
+    print(
+        f"\nQDRANT EMBEDDED LOCAL MODE (brute force in Python), not the Qdrant server: {section['n']:,} x 256"
+    )
+    print(
+        f"{'method':<18} {'setting':<36} {'write s':>8} {'p50 ms':>7} {'p95 ms':>7} {'x local':>7} "
+        f"{'agree@10':>8}"
+    )
+    for r in section["rows"]:
+        print(
+            f"{r['family']:<18} {r['setting']:<36} {r['write_s']:>8.1f} {r['ms_p50']:>7.2f} "
+            f"{r['ms_p95']:>7.2f} {r['p50_over_local']:>7.2f} {r['agree@10']:>8.3f}"
+        )
 
 
 def bandwidth() -> float:
@@ -296,14 +396,10 @@ def bandwidth() -> float:
 
 def adds_and_deletes(base: np.ndarray, extra: np.ndarray, queries: np.ndarray) -> dict:
     """Adds and deletes through the Index (LanceDB commit + in-memory update, no rebuild)."""
-    from omnibind.config import config_from_dict
     from omnibind.index import Index, SearchSettings
-    from omnibind.model import OmniModel
 
     n, n_add = len(base), len(extra)
-    model = OmniModel(
-        config_from_dict({"modalities": {"vec": {"kind": "embedding", "dim": 256}}, "model": {"dim": 256}})
-    )
+    model = vector_model(256)
     with tempfile.TemporaryDirectory() as tmp:
         settings = SearchSettings(exact_threshold=n // 2, prefix=64, shortlist=100, ef_search=100)
         ix = Index.create(Path(tmp) / "ix", model, settings)
@@ -451,8 +547,19 @@ def main() -> None:
     ap.add_argument("--emoji-run", default=None, help="reuse this emoji run (or model) folder")
     ap.add_argument("--emoji-epochs", type=int, default=None, help="train this many epochs (default 20)")
     ap.add_argument("--emoji-root", default=str(EMOJI_ROOT))
+    ap.add_argument(
+        "--no-qdrant", dest="qdrant", action="store_false", help="skip the Qdrant local-mode rows"
+    )
+    ap.add_argument("--qdrant-only", action="store_true", help="only the Qdrant local-mode comparison")
+    ap.add_argument("--qdrant-n", type=int, default=20_000, help="vectors of the Qdrant comparison")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    if args.qdrant_only:  # its own results file: the full run's search.json stays as it is
+        base, queries = make_data(args.qdrant_n, 200)
+        section = qdrant_local_mode(base, queries, args.qdrant_n)
+        print_qdrant(section)
+        print(f"wrote {save('search_qdrant', {'qdrant': section, 'wall_s': time.perf_counter() - t0})}")
+        return
     result: dict[str, Any] = {"synthetic": synthetic(args)}
     # training the emoji model takes minutes: on in the full run, off in --quick unless asked for
     if args.emoji is None:
@@ -469,6 +576,8 @@ def main() -> None:
         section["summary"] = summary(section["rows"])
         for r in section["rows"]:
             r.pop("_found", None)
+    if result["synthetic"]["qdrant"]:
+        print_qdrant(result["synthetic"]["qdrant"])
     a = result["synthetic"]["adds"]
     print(
         f"\nadds: {a['initial_items']:,} items indexed in {a['initial_s']:.1f}s; +{a['added']:,} in "
