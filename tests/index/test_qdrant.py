@@ -13,6 +13,7 @@ import http.server
 import json
 import shutil
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ from omnibind.index import (
 from omnibind.index.backends.qdrant_connection import parse_url
 from omnibind.model import OmniModel
 from tests.helpers import tiny_shapes_config
+
+pytest.importorskip("qdrant_client", reason="the Qdrant backend needs qdrant-client (the dev extra has it)")
 
 SOURCE = "builtin:shapes?n={n}&missing=0.2&image_size=16&seconds=0.25&seed={seed}"
 TABLE = {"width": 0.2, "height": 0.2, "x": 0.3, "y": 0.5}
@@ -386,6 +389,12 @@ def test_urls_parsed():
         parse_url("qdrant://db.example:80/proxy/qdrant/items").server == "http://db.example:80/proxy/qdrant"
     )
     assert str(parse_url("qdrant+path://runs/q/items").path) == "runs/q"
+
+
+def test_without_qdrant_client_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)  # as if it were not installed
+    with pytest.raises(IndexStoreError, match=r"needs qdrant-client: pip install 'omnibind\[qdrant\]'"):
+        Index.open("qdrant://localhost:6333/items")
 
 
 def test_unreachable_server_is_named_quickly():

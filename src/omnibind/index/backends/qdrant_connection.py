@@ -106,8 +106,12 @@ def api_key() -> tuple[str | None, str | None]:
 
 def connect(where: QdrantUrl) -> tuple[Any, str | None]:
     """A client for ``where`` and where its API key came from."""
-    from qdrant_client import QdrantClient
-
+    try:
+        from qdrant_client import QdrantClient
+    except ImportError:
+        raise IndexStoreError(
+            f"{where.url} is a Qdrant index, which needs qdrant-client: pip install 'omnibind[qdrant]'"
+        ) from None
     if where.path is None:
         key, source = api_key()
         client = QdrantClient(url=where.server, api_key=key, timeout=TIMEOUT_S, check_compatibility=False)
