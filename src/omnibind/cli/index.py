@@ -103,8 +103,8 @@ def update(
 
     index = Index.open(index_dir, device=device)
     records = _records(index.modalities, data, root)
-    known = set(index.ids())
-    replaced = sum(r.id in known for r in records)
+    known = index.backend.live([str(r.id) for r in records])
+    replaced = sum(str(r.id) in known for r in records)
     try:
         total = index.update(
             records, batch_size=batch_size, on_commit=_acknowledge, progress=True, upsert=upsert

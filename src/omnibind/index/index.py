@@ -225,7 +225,8 @@ class Index:
             dup = next(i for i in ids if ids.count(i) > 1)
             raise DataError("the id appears twice in one add", record_id=dup)
         if not replace:
-            taken = [i for i in ids if self.backend.has(i)]
+            live = self.backend.live(ids)
+            taken = [i for i in ids if i in live]
             if taken:
                 raise DataError(
                     f"already in the index ({len(taken)} ids); use update to replace items",
@@ -382,7 +383,8 @@ class Index:
         if not upsert:
             items = _records_or_dataset(items)  # a generator is read once, here
             records = items if isinstance(items, list) else items.records
-            missing = [r.id for r in records if not self.backend.has(str(r.id))]
+            live = self.backend.live([str(r.id) for r in records])
+            missing = [r.id for r in records if str(r.id) not in live]
             if missing:
                 shown = ", ".join(repr(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
                 raise UnknownItemError(
@@ -394,7 +396,8 @@ class Index:
     def delete(self, ids: Iterable[str]) -> int:
         """Delete items by id (one commit); unknown ids raise ``UnknownItemError``. Returns the count."""
         ids = [str(i) for i in ids]
-        missing = [i for i in ids if not self.backend.has(i)]
+        live = self.backend.live(ids)
+        missing = [i for i in ids if i not in live]
         if missing:
             raise UnknownItemError(
                 f"no item with id {missing[0]!r} in {self.location} ({len(missing)} unknown ids)"

@@ -10,7 +10,7 @@ reference to the raw value (inline text or JSON, a resolved file path, and for i
 copy of the bytes or the path to read them from). ``meta`` is what ``index.json`` holds for a local index:
 ``model: {path, sha256}``, ``dim``, ``modalities: {name: kind}``, ``joint_similarity``, ``settings``.
 
-Contract (checked by ``tests/index/test_backends.py`` on every backend):
+Contract (``tests/index/test_qdrant.py`` checks Qdrant against the local backend on it):
     - ``write`` is one commit: after it returns the batch is durable and visible, before it nothing of it
       is; a reader never sees half a batch.
     - ``search`` scores with the plain inner product ``<query, vector>`` in float32, best first, and with
@@ -45,6 +45,10 @@ class Backend(Protocol):
 
     def has(self, item_id: str) -> bool:
         """Whether ``item_id`` is a live item."""
+        ...
+
+    def live(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are live items (one request per batch, not per id, for a remote engine)."""
         ...
 
     def ids(self) -> list[str]:

@@ -204,6 +204,10 @@ class LocalBackend:
         self._look()
         return self._find(item_id) is not None
 
+    def live(self, ids: Sequence[str]) -> set[str]:
+        self._look()
+        return {str(i) for i in ids if self._find(str(i)) is not None}
+
     def ids(self) -> list[str]:
         self._look()
         return [self._id_at(p).decode("utf-8") for p in np.flatnonzero(self._alive).tolist()]

@@ -203,6 +203,18 @@ class QdrantBackend:
         with self._reported():
             return self._retrieve(item_id) is not None
 
+    def live(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are live: one ``retrieve`` per page of ids."""
+        out: set[str] = set()
+        ids = [str(i) for i in ids]
+        with self._reported():
+            for start in range(0, len(ids), _PAGE):
+                found = self.client.retrieve(
+                    self.collection, [point_id(i) for i in ids[start : start + _PAGE]], with_payload=["id"]
+                )
+                out.update(str(p.payload["id"]) for p in found)
+        return out
+
     def ids(self) -> list[str]:
         """Ids of the live items in insertion order (a scroll ordered by ``seq``, a page at a time)."""
         from qdrant_client import models
