@@ -233,19 +233,19 @@ def raw_columns(kind: str, value: Any, base_dir: Path | None, options: dict[str,
         encoded = encode_media(kind, value, options)
         out["bytes"] = encoded[0] if encoded else None
     else:
-        out["value"] = json.dumps(_jsonable(value))
+        out["value"] = json.dumps(jsonable(value))
     return out
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         if all(type(v) in (float, int, str) for v in value):
             return value  # the common case (a vector read from a manifest), without a call per number
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -271,7 +271,7 @@ def rows_table(
     n = len(ids)
     cols: dict[str, Any] = {
         "id": pa.array([str(i) for i in ids], pa.string()),
-        "metadata": pa.array([json.dumps(_jsonable(md or {})) for md in metadata], pa.string()),
+        "metadata": pa.array([json.dumps(jsonable(md or {})) for md in metadata], pa.string()),
     }
     for j, m in enumerate(modalities):
         mask = ~present[:, j]

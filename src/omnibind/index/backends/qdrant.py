@@ -36,8 +36,7 @@ import numpy as np
 from omnibind.index.backends.base import Ranked
 from omnibind.index.backends.qdrant_connection import QdrantUrl, connect, parse_url, reported
 from omnibind.index.search import SearchSettings
-from omnibind.index.store import MEDIA_KINDS, IndexStoreError
-from omnibind.index.store import _jsonable as jsonable
+from omnibind.index.store import MEDIA_KINDS, IndexStoreError, jsonable
 
 FORMAT = "omnibind-qdrant/1"
 POINTS_PER_REQUEST = 256
