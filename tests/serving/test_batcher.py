@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -130,6 +131,16 @@ def test_max_batch_and_close():
     batcher.start()  # a lifespan starting again
     assert batcher.submit("a", 2).result(timeout=10).shape == (3,)
     batcher.close()
+
+
+def test_a_lone_request_does_not_wait():
+    batcher = Batcher(lambda v, m: torch.ones(len(v), 2), wait_ms=5000, max_batch=4, in_flight=lambda: 1)
+    try:
+        t0 = time.monotonic()
+        batcher.submit("a", 0).result(timeout=10)
+        assert time.monotonic() - t0 < 2  # not the 5 s wait: no other request is being answered
+    finally:
+        batcher.close()
 
 
 def test_bad_settings():

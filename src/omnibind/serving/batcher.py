@@ -6,7 +6,9 @@ each query alone spends most of its time on overhead. As in infinity's ``BatchHa
 text-embeddings-inference's queue, callers (the worker threads answering requests) submit
 ``(modality, value)`` and block for their vector; one background thread takes the first waiting value,
 collects more for up to ``wait_ms`` (or until ``max_batch`` are waiting), groups them by modality and
-calls ``embed(values, modality)`` once per modality under ``torch.no_grad``.
+calls ``embed(values, modality)`` once per modality under ``torch.no_grad``. Given ``in_flight`` (the
+requests being answered), it does not wait when every one of them is already waiting: a lone request
+goes at once instead of paying ``wait_ms`` for company that cannot come.
 
 A value that makes its group's call fail must not fail the others: the group is then embedded one value
 at a time, so each caller gets its own vector or its own exception (the type ``embed`` raised).
@@ -60,6 +62,8 @@ class Batcher:
             model in eval mode); called only from the batcher's own thread.
         wait_ms: how long the first waiting value waits for others, in milliseconds (> 0).
         max_batch: the most values taken at once; when this many wait, they go without waiting longer.
+        in_flight: the number of requests being answered (those waiting here included); the first value
+            waits only while there are more of them than values waiting. None: it always waits.
 
     Example:
         >>> import torch
@@ -69,12 +73,15 @@ class Batcher:
         >>> batcher.close()
     """
 
-    def __init__(self, embed: Embed, wait_ms: float, max_batch: int) -> None:
+    def __init__(
+        self, embed: Embed, wait_ms: float, max_batch: int, in_flight: Callable[[], int] | None = None
+    ) -> None:
         if not wait_ms > 0 or max_batch < 1:
             raise ValueError(f"wait_ms must be > 0 and max_batch >= 1, got {wait_ms} and {max_batch}")
         self._embed = embed
         self.wait_s = wait_ms / 1000
         self.max_batch = max_batch
+        self._in_flight = in_flight
         self._cond = threading.Condition()
         self._waiting: deque[_Waiting] = deque()
         self._closed = False
@@ -136,19 +143,22 @@ class Batcher:
                     self._answer(modality, group)
 
     def _take(self) -> list[_Waiting] | None:
-        """The next batch: the first waiting value and those that arrive within ``wait_s`` of taking it,
-        at most ``max_batch``; None once closed with nothing left to answer."""
+        """The next batch: the first waiting value and those that arrive within ``wait_s`` of taking it
+        (while others may come), at most ``max_batch``; None once closed with nothing left to answer."""
         with self._cond:
             self._cond.wait_for(lambda: bool(self._waiting) or self._closed)
             if not self._waiting:
                 return None
             deadline = time.monotonic() + self.wait_s
-            while len(self._waiting) < self.max_batch and not self._closed:
+            while len(self._waiting) < self.max_batch and not self._closed and self._others_coming():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
             return [self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))]
+
+    def _others_coming(self) -> bool:
+        return self._in_flight is None or self._in_flight() > len(self._waiting)
 
     def _answer(self, modality: str, group: list[_Waiting]) -> None:
         try:

@@ -53,6 +53,16 @@ def require(service: Service, need: str) -> Any:
     return Depends(check)
 
 
+async def _search(service: Service, request: Request) -> dict[str, Any]:
+    req, uploads = await search_input(request, service)
+    in_thread = anyio.to_thread.run_sync
+    if service.batcher is None:  # one worker slot for decoding, embedding and searching
+        return await in_thread(_read_and_search, service, req, uploads, limiter=service.workers)
+    # batching: a request waiting for the batcher must not hold one of the few `workers` slots
+    query = await in_thread(read_query, service, req, uploads, limiter=service.encoding)
+    return await in_thread(run_search, service, req, query, limiter=service.workers)
+
+
 def _read_and_search(service: Service, req: s.SearchRequest, uploads: list[Upload]) -> dict[str, Any]:
     return run_search(service, req, read_query(service, req, uploads))
 
@@ -112,18 +122,14 @@ def add_routes(app: FastAPI, service: Service) -> None:
     )
     async def search(request: Request) -> Any:
         """Rank items for a query of raw values, media, vectors and/or an item id (JSON or multipart)."""
-        req, uploads = await search_input(request, service)
-        if service.batcher is None:  # one worker slot for decoding, embedding and searching
-            answer = _read_and_search
-            return await anyio.to_thread.run_sync(answer, service, req, uploads, limiter=service.workers)
-        # batching: a request waiting for the batcher must not hold one of the few `workers` slots
-        query = await anyio.to_thread.run_sync(read_query, service, req, uploads, limiter=service.encoding)
-        return await anyio.to_thread.run_sync(run_search, service, req, query, limiter=service.workers)
+        with service.answering():
+            return await _search(service, request)
 
     @app.post("/v1/embed", response_model=s.EmbedResponse, **read, tags=["search"])
     async def embed(req: s.EmbedRequest) -> dict[str, Any]:
         """Embed values of one modality into the shared space (unit vectors of width D)."""
-        return await anyio.to_thread.run_sync(run_embed, service, req, limiter=service.encoding)
+        with service.answering():
+            return await anyio.to_thread.run_sync(run_embed, service, req, limiter=service.encoding)
 
     @app.get("/v1/items/{item_id}", response_model=s.ItemOut, **read, tags=["items"])
     def get_item(item_id: str) -> dict[str, Any]:

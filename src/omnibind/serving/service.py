@@ -67,13 +67,24 @@ class Service:
         # searches and embeddings wait here, first come first served, without holding a thread
         self.workers = anyio.CapacityLimiter(settings.workers or os.cpu_count() or 1)
         self._model_lock = threading.Lock()
+        self.in_flight = 0  # search and embed requests being answered (changed on the event loop only)
         self.batcher: Batcher | None = None
         self.encoding = self.workers
         if settings.batch_wait_ms > 0:
-            self.batcher = Batcher(self._embed_now, settings.batch_wait_ms, settings.max_batch)
+            wait, most = settings.batch_wait_ms, settings.max_batch
+            self.batcher = Batcher(self._embed_now, wait, most, in_flight=lambda: self.in_flight)
             # requests decoding and waiting for the batcher: a request waiting in a `workers` slot would
             # cap every batch at `workers` values; the encoder's CPU is the batcher's one thread
             self.encoding = anyio.CapacityLimiter(settings.max_batch)
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around a search or embed request, on the event loop: counted in :attr:`in_flight`."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     def start(self) -> None:
         if self.batcher is not None:
