@@ -145,6 +145,9 @@ class ModelConfig:
         logit_scale_init: initial log of the logit scale (ln(1/0.07), CLIP's value).
         logit_scale_max: the log scale is clamped to at most this after every step (ln 100).
         learn_logit_scale: whether the log scale is trained.
+        save_backbones: also write the frozen backbones of encoders that read a checkpoint file
+            (``efficientnet_lite0``) into the model folder (``backbones.safetensors``), so the model loads
+            on a machine that lacks that file or package.
     """
 
     dim: int = 64
@@ -155,6 +158,7 @@ class ModelConfig:
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = math.log(100.0)
     learn_logit_scale: bool = True
+    save_backbones: bool = False
 
 
 @dataclass

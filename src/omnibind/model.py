@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from omnibind.config import RunConfig, config_from_dict
 from omnibind.data.batch import Batch
 from omnibind.data.kinds import ModalityKind, create_kind
-from omnibind.encoders import ENCODERS, Projection, create_encoder
+from omnibind.encoders import ENCODERS, Encoder, Projection, create_encoder
 from omnibind.errors import OmnibindError
 from omnibind.io import write_bytes_atomic, write_json_atomic
 from omnibind.types import Embeddings
@@ -29,6 +29,7 @@ from omnibind.types import Embeddings
 FORMAT = "omnibind-model/1"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+BACKBONES_NAME = "backbones.safetensors"
 
 
 def _projection(modality: str, in_dim: int, dim: int, style: str) -> nn.Module:
@@ -50,6 +51,8 @@ class OmniModel(nn.Module):
     Args:
         config: the run config; ``config.modalities`` declares the modalities, ``config.model`` the width
             and the logit scale. Fitted kind statistics (``ModalityConfig.stats``) are restored.
+        saved_backbones: modalities whose encoders are built without reading their checkpoint file
+            (:meth:`load` then restores the weights saved with ``model.save_backbones``).
 
     Attributes:
         modalities: modality names in config order; column ``m`` of every presence mask refers to
@@ -60,7 +63,7 @@ class OmniModel(nn.Module):
         log_logit_scale: learnable log of the logit scale, clamped to ``config.model.logit_scale_max``.
     """
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, saved_backbones: Sequence[str] = ()) -> None:
         super().__init__()
         self.config = config
         self.modalities: tuple[str, ...] = tuple(config.modalities)
@@ -75,8 +78,11 @@ class OmniModel(nn.Module):
             self.kinds[name] = kind
             enc_name = spec.encoder.name or kind.default_encoder
             options = dict(spec.encoder.options)
-            if ENCODERS.get(enc_name).pretrained:
+            cls = ENCODERS.get(enc_name)
+            if cls.pretrained:
                 options["freeze"] = spec.encoder.freeze
+            if name in saved_backbones and cls.checkpoint_option:
+                options[cls.checkpoint_option] = "none"  # the weights come from the model folder
             encoder = create_encoder(enc_name, kind.input_shape(), **options)
             if config.model.freeze_encoders:
                 encoder.requires_grad_(False)
@@ -268,6 +274,35 @@ class OmniModel(nn.Module):
 
         return OBJECTIVES.get(self.config.objective.name).joint_similarity
 
+    def parameter_counts(self) -> dict[str, tuple[int, int]]:
+        """``(trainable, total)`` parameters per modality: encoder (held frozen backbones included) and
+        projection."""
+        from omnibind.encoders.adapt import count_parameters
+
+        out = {}
+        for name in self.modalities:
+            encoder = self.encoders[name]
+            held = list(encoder.held_modules().values()) if isinstance(encoder, Encoder) else []
+            out[name] = count_parameters([encoder, *held, self.projections[name]])
+        return out
+
+    def saving_backbones(self) -> dict[str, dict[str, Tensor]]:
+        """With ``model.save_backbones``: the held frozen backbones of the encoders that read a
+        checkpoint file, ``{modality: {"<attribute>.<tensor>": tensor}}``."""
+        if not self.config.model.save_backbones:
+            return {}
+        out = {}
+        for name in self.modalities:
+            encoder = self.encoders[name]
+            if not isinstance(encoder, Encoder) or not type(encoder).checkpoint_option:
+                continue
+            out[name] = {
+                f"{attr}.{key}": value
+                for attr, module in encoder.held_modules().items()
+                for key, value in module.state_dict().items()
+            }
+        return out
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: modalities, kinds, encoders, parameter counts, width, logit scale."""
         mods = {}
@@ -292,9 +327,21 @@ class OmniModel(nn.Module):
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each file atomically).
 
-        Frozen pretrained backbones are not copied: they are reloaded from their package or folder.
+        Frozen pretrained backbones are not copied: they are reloaded from their package or folder,
+        unless ``model.save_backbones`` is set: those of encoders that read a checkpoint file then go
+        into ``backbones.safetensors`` beside the weights.
         """
-        return write_artifact(directory, self, self.config, self.kinds, FORMAT)
+        from safetensors.torch import save
+
+        out = write_artifact(directory, self, self.config, self.kinds, FORMAT)
+        backbones = {
+            f"encoders.{m}.{key}": v.detach().cpu().contiguous().clone()
+            for m, state in self.saving_backbones().items()
+            for key, v in state.items()
+        }
+        if self.config.model.save_backbones:
+            write_bytes_atomic(Path(directory) / BACKBONES_NAME, save(backbones, metadata={"format": FORMAT}))
+        return out
 
     @classmethod
     def load(
@@ -328,8 +375,15 @@ class OmniModel(nn.Module):
                 hint,
                 keys=lambda key: not key.startswith(("encoders.", "projections.")) or key.startswith(towers),
             )
-        model = cls(config)
+        backbones = _read_backbones(Path(directory), config)
+        model = cls(config, saved_backbones=list(backbones))
         model.load_state_dict(weights)
+        for name, state in backbones.items():
+            for attr, module in model.encoders[name].held_modules().items():
+                prefix = f"{attr}."
+                module.load_state_dict(
+                    {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                )
         if device is not None:
             from omnibind.training.precision import resolve_device
 
@@ -399,6 +453,29 @@ def read_artifact(
     with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as fh:
         weights = {k: fh.get_tensor(k) for k in fh.keys() if keys(k)}  # noqa: SIM118 - not a dict
     return config_from_dict(meta["config"]), weights
+
+
+def _read_backbones(directory: Path, config: RunConfig) -> dict[str, dict[str, Tensor]]:
+    """What :meth:`OmniModel.save` wrote with ``model.save_backbones``, per declared modality whose
+    encoder reads a checkpoint (``{}`` when the option is off or the file is absent)."""
+    path = directory / BACKBONES_NAME
+    if not config.model.save_backbones or not path.is_file():
+        return {}
+    from safetensors.torch import load_file
+
+    # every such encoder: a frozen backbone is in this file, a trainable one in model.safetensors
+    out: dict[str, dict[str, Tensor]] = {
+        m: {}
+        for m, spec in config.modalities.items()
+        if ENCODERS.get(
+            spec.encoder.name or create_kind(spec.kind, spec.options).default_encoder
+        ).checkpoint_option
+    }
+    for key, value in load_file(str(path)).items():
+        _, modality, rest = key.split(".", 2)
+        if modality in out:
+            out[modality][rest] = value
+    return out
 
 
 def _several_processes() -> bool:

@@ -27,6 +27,7 @@ TEXTS = ["a red circle", "Blue square, small!", "", "the green triangle on the l
 # Pretrained wrappers that load real weights are covered in tests/encoders/ instead.
 LOADS_WEIGHTS = {"minilm", "sentence_transformers"}
 TINY_OPTIONS: dict[str, dict[str, Any]] = {
+    "efficientnet_lite0": {"freeze": False, "checkpoint": "none", "size": 32},
     "hf": {
         "freeze": False,
         "config": {
@@ -40,7 +41,7 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
             "hidden_dropout_prob": 0.0,
             "attention_probs_dropout_prob": 0.0,
         },
-    }
+    },
 }
 
 

@@ -3,16 +3,19 @@
 ``freeze`` stops every parameter from training. ``unfreeze_last`` then lets the last ``n`` blocks train
 again, where the blocks are the entries of the longest ``nn.ModuleList`` in the module (the transformer
 layers of BERT, ViT, AST and sentence-transformers models) or, when there is none, its direct children.
-``lora`` adds low-rank adapters with peft, which omnibind does not install (``pip install peft``).
+``lora`` adds low-rank adapters with peft (``pip install 'omnibind[backbones]'``) to named ``nn.Linear``
+layers. ``load_checkpoint`` reads a local weights file into a backbone and refuses one that does not fit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import torch
 from torch import nn
 
-from omnibind.errors import OmnibindError
+from omnibind.errors import ConfigError, OmnibindError
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -42,20 +45,33 @@ def unfreeze_last(module: nn.Module, n: int) -> nn.Module:
     return module
 
 
-def lora(module: nn.Module, rank: int, targets: Sequence[str], alpha: float | None = None) -> nn.Module:
-    """Add LoRA adapters of ``rank`` to the linear layers whose names end with one of ``targets``.
+def lora(
+    module: nn.Module, rank: int, targets: Sequence[str], alpha: float | None = None, owner: str = "lora"
+) -> nn.Module:
+    """Add LoRA adapters of ``rank`` to the linear layers named ``targets`` or ending in ``.target``.
 
     Only the adapters train; the wrapped weights are frozen. ``alpha`` defaults to ``2 * rank``.
+    ``owner`` (e.g. ``"encoder 'hf'"``) starts the error messages.
 
     Raises:
-        OmnibindError: peft is not installed (``pip install peft``).
+        OmnibindError: peft is not installed.
+        ConfigError: no linear layer matches ``targets`` (the message lists the names that would).
     """
     try:
         import peft
     except ImportError:
         raise OmnibindError(
-            "LoRA needs the 'peft' package, which omnibind does not install: pip install peft"
+            "LoRA needs the 'peft' package, which omnibind does not install: pip install peft "
+            "(or pip install 'omnibind[backbones]')"
         ) from None
+    linear = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    matched = [name for name in linear if any(name == t or name.endswith("." + t) for t in targets)]
+    if not matched:
+        leaves = sorted({name.rsplit(".", 1)[-1] for name in linear})
+        raise ConfigError(
+            f"{owner}: lora_targets {list(targets)} match no nn.Linear layer; linear layers end in: "
+            f"{', '.join(leaves) or 'none (this backbone has no nn.Linear)'}"
+        )
     config = peft.LoraConfig(
         r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, target_modules=list(targets)
     )
@@ -63,3 +79,54 @@ def lora(module: nn.Module, rank: int, targets: Sequence[str], alpha: float | No
     for name, param in module.named_parameters():
         param.requires_grad_("lora_" in name)
     return module
+
+
+def count_parameters(modules: Sequence[nn.Module]) -> tuple[int, int]:
+    """``(trainable, total)`` parameters of ``modules`` (each counted once)."""
+    seen = {id(p): p for m in modules for p in m.parameters()}
+    trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
+    return trainable, sum(p.numel() for p in seen.values())
+
+
+def load_checkpoint(module: nn.Module, path: str | Path, owner: str) -> None:
+    """Load a local ``.pth`` / ``.pt`` / ``.safetensors`` state dict into ``module``, all keys or nothing.
+
+    A ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped. Tensors are read without
+    unpickling code (``weights_only``).
+
+    Raises:
+        ConfigError: the file does not exist, or it does not fit ``module`` (the message names a few
+            missing, unexpected and mis-shaped keys).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{owner}: checkpoint '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: dict[str, torch.Tensor] = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {list(state[k].shape)} (model: {list(v.shape)})"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = [
+        f"{what} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+        for what, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", shapes),
+        )
+        if keys
+    ]
+    if problems:
+        raise ConfigError(f"{owner}: checkpoint '{path}' does not fit the model: {'; '.join(problems)}")
+    module.load_state_dict(state)

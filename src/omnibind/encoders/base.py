@@ -41,11 +41,15 @@ class Encoder(nn.Module):
     Subclasses set ``kinds`` (the modality kinds they accept), ``pretrained`` (whether they wrap a
     pretrained backbone and take the ``freeze`` option), set ``self.output_dim`` in ``__init__`` and
     implement ``forward``. Every constructor option is a keyword argument with a default, documented
-    in the class docstring's Args section.
+    in the class docstring's Args section. A pretrained encoder whose weights come from a file may name
+    the option holding it in ``checkpoint_option``: with ``model.save_backbones`` the model then saves the
+    backbone and, when loading, builds the encoder with that option set to ``"none"`` (no file read)
+    before restoring the saved weights.
     """
 
     kinds: ClassVar[tuple[str, ...]] = ()
     pretrained: ClassVar[bool] = False
+    checkpoint_option: ClassVar[str | None] = None
     output_dim: int
 
     def __init__(self) -> None:
@@ -62,6 +66,10 @@ class Encoder(nn.Module):
         module.requires_grad_(False)
         object.__setattr__(self, name, module)
         self._frozen_names.append(name)
+
+    def held_modules(self) -> dict[str, nn.Module]:
+        """The frozen modules kept by :meth:`hold_frozen`, by attribute name."""
+        return {name: getattr(self, name) for name in self._frozen_names}
 
     def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> Encoder:
         # Device and dtype moves must reach the held (unregistered) backbones too.

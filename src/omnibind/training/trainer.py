@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,13 @@ def _check_distributed(cfg: RunConfig, objective: torch.nn.Module, world: distri
         )
 
 
+def parameter_line(model: OmniModel) -> str:
+    """One line: trainable / total parameters per modality (frozen backbones included in the total)."""
+    counts = model.parameter_counts()
+    parts = [f"{m} {t:,} / {n:,}" for m, (t, n) in counts.items()]
+    return "trainable / total parameters: " + ", ".join(parts)
+
+
 def _feature_cache(cfg: RunConfig, model: OmniModel, train_set: TrainData) -> DiskCache | None:
     """With ``data.cache: DIR``, the frozen encoders' outputs for the training items, on disk in
     ``DIR/train/features-<digest>``: the digest covers those encoders' weights and config, so another
@@ -171,6 +179,8 @@ def _train(
         copy_weights(model, init, projections=copy_projections, new=bind)
     if bind:  # binding: the trained towers and the logit scale stay as they are
         model.freeze_towers([m for m in model.modalities if m not in bind])
+    if main and tc.progress:
+        print(parameter_line(model), file=sys.stderr)
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
     _check_distributed(cfg, objective, world)
     if tc.workers:

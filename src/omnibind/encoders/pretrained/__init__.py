@@ -1,4 +1,5 @@
 """Wrappers of pretrained backbones; importing this package registers them (their libraries load lazily)."""
 
+from omnibind.encoders.pretrained import efficientnet_lite as efficientnet_lite
 from omnibind.encoders.pretrained import hf as hf
 from omnibind.encoders.pretrained import sentence_transformers as sentence_transformers

@@ -67,7 +67,8 @@ class HFEncoder(Encoder):
         pooling: ``"cls"`` (first token), ``"mean"`` (mean over tokens, padding excluded) or ``"pooler"``
             (the model's ``pooler_output``).
         unfreeze_last: with ``freeze``, let the last this many transformer layers train.
-        lora_rank: with ``freeze``, add LoRA adapters of this rank (needs ``peft``); 0 means none.
+        lora_rank: with ``freeze``, add LoRA adapters of this rank (needs ``peft``); 0 means none. Only the
+            adapters train, and they are saved with the model.
         lora_targets: name suffixes of the linear layers that get adapters (the defaults cover BERT's
             ``query``/``value`` and the ``q_proj``/``v_proj`` of transformers 5 ViT and AST).
         max_tokens: text is cut to this many tokens.
@@ -122,7 +123,7 @@ class HFEncoder(Encoder):
             if freeze:
                 unfreeze_last_blocks(freeze_module(model), unfreeze_last)
             if lora_rank > 0:
-                model = lora(model, lora_rank, lora_targets)
+                model = lora(model, lora_rank, lora_targets, owner="encoder 'hf'")
             self.backbone = model
 
     def _check_input(self, input_shape: tuple[int, ...], cfg: Any, path: str) -> None:
