@@ -1,5 +1,5 @@
 """Audio kind: a WAV file (or shard member) or a waveform array -> log-mel spectrogram
-``[channels, n_mels, frames]``."""
+``[channels, n_mels, frames]`` or, with ``features: waveform``, the raw waveform ``[channels, samples]``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from torch import Tensor
 
 from omnibind.data.kinds.base import KINDS, ModalityKind, OpenedFile, open_file_value, read_structured
 from omnibind.data.shards import ShardMember
+
+FEATURES = ("log_mel", "waveform")
 
 
 @dataclass
@@ -32,6 +34,10 @@ class AudioOptions:
         top_db: if set, floor each clip's log-mel at its peak minus ``top_db`` decibels, so that padding
             and near-silence do not span a range (a median 75 dB on AV-MNIST's clips) that the encoder
             must learn to ignore.
+        features: ``log_mel`` (default) or ``waveform``: the samples themselves, padded or cropped to
+            ``seconds``, for encoders that take raw audio (wav2vec2 / HuBERT through ``hf``, at 16 kHz).
+            The spectrogram options (``n_mels``, ``n_fft``, ``hop_length``, ``top_db``, ``normalize``)
+            then do nothing.
         normalize: standardise each clip's log-mel to zero mean and unit variance (after ``top_db``).
             Together with ``top_db`` this removes loudness and microphone gain, which differ far more
             between speakers than between words: on AV-MNIST's unseen test speaker, audio-only accuracy
@@ -48,8 +54,11 @@ class AudioOptions:
     downmix: bool = False
     top_db: float | None = None
     normalize: bool = False
+    features: str = "log_mel"
 
     def __post_init__(self) -> None:
+        if self.features not in FEATURES:
+            raise ValueError(f"audio features must be one of {', '.join(FEATURES)}, got {self.features!r}")
         if (
             self.sample_rate < 1
             or self.seconds <= 0
@@ -92,7 +101,8 @@ _NATS_PER_DB = float(np.log(10.0) / 10.0)  # a power ratio of 1 dB in natural-lo
 class AudioKind(ModalityKind):
     """Audio. ``load`` gives a float32 ``[channels, samples]`` waveform at ``sample_rate``; ``transform``
     pads/crops it to ``seconds`` and returns ``log(mel + 1e-6)`` of the Hann-window power STFT, floored at
-    ``top_db`` below the clip's peak and standardised per clip when those options are set."""
+    ``top_db`` below the clip's peak and standardised per clip when those options are set; with
+    ``features: waveform`` it returns the padded/cropped samples ``[channels, samples]`` instead."""
 
     name = "audio"
     Options = AudioOptions
@@ -105,6 +115,8 @@ class AudioKind(ModalityKind):
         self.num_samples = int(round(o.seconds * o.sample_rate))
         self._window = torch.hann_window(o.n_fft)
         self._mel = mel_filterbank(o.sample_rate, o.n_fft, o.n_mels)
+        if o.features == "waveform":
+            self.default_encoder = "conv1d"  # type: ignore[misc]  # [C, samples], as a signal
 
     def load(self, value: Any, base_dir: Path | None) -> np.ndarray:
         if isinstance(value, (str, Path, ShardMember)):
@@ -196,6 +208,8 @@ class AudioKind(ModalityKind):
         x = torch.from_numpy(np.ascontiguousarray(raw[:, :n], dtype=np.float32))  # [C, <=n]
         if x.shape[1] < n:
             x = torch.nn.functional.pad(x, (0, n - x.shape[1]))
+        if self.options.features == "waveform":
+            return x  # [C, samples]
         spec = torch.stft(
             x, self.options.n_fft, hop_length=self.hop, window=self._window, center=True, return_complex=True
         )  # [C, F, frames]
@@ -210,5 +224,7 @@ class AudioKind(ModalityKind):
         return out.float()
 
     def input_shape(self) -> tuple[int, ...]:
+        if self.options.features == "waveform":
+            return (self.options.channels, self.num_samples)
         frames = 1 + self.num_samples // self.hop
         return (self.options.channels, self.options.n_mels, frames)

@@ -12,6 +12,10 @@ from its ``main_input_name``:
   must equal the backbone's ``num_mel_bins`` and frames are cut or zero-padded to its ``max_length``.
   The values are passed as they are: a checkpoint trained on its own feature extractor's scale (AST's
   AudioSet mean and std) wants the audio kind set up to match.
+- ``input_values`` (wav2vec2, HuBERT and kin, whose config has no ``num_mel_bins``): raw waveforms
+  ``[1, samples]`` from the audio kind with ``features: waveform`` and ``sample_rate: 16000``, standardised
+  per clip (as their feature extractors do unless the folder's ``preprocessor_config.json`` says
+  ``do_normalize: false``).
 - ``input_ids`` (BERT and kin): strings, tokenised with the folder's tokenizer (so text needs ``path``).
 
 Freezing works as in :mod:`omnibind.encoders.pretrained.sentence_transformers`: a fully frozen backbone
@@ -57,10 +61,11 @@ def load_backbone(path: str, config: dict[str, Any] | None) -> nn.Module:
 
 @ENCODERS.register("hf")
 class HFEncoder(Encoder):
-    """A transformers backbone (ViT-like image, AST audio, BERT-like text) pooled to one vector per item.
+    """A transformers backbone (ViT-like image, AST or wav2vec2 audio, BERT-like text) pooled to one vector.
 
     Args:
-        input_shape: ``[C, H, W]`` (image), ``[1, n_mels, frames]`` (audio) or ``()`` (text).
+        input_shape: ``[C, H, W]`` (image), ``[1, n_mels, frames]`` (AST), ``[1, samples]`` (wav2vec2 /
+            HuBERT) or ``()`` (text).
         path: a local folder written by ``save_pretrained`` (model, and tokenizer for text).
         config: instead of ``path``, a config dict with ``model_type`` for a randomly initialised backbone.
         freeze: keep the backbone fixed; see the module docstring for saving.
@@ -110,6 +115,12 @@ class HFEncoder(Encoder):
         model = load_backbone(path, config)
         if pooling != "pooler" and getattr(model, "pooler", None) is not None:
             model.pooler = None  # unused: drop it so every trainable parameter gets a gradient
+        if getattr(model.config, "apply_spec_augment", False):
+            # wav2vec2 / HuBERT mask random spans of training inputs (SpecAugment): off, so an item's
+            # output does not change between epochs, and its mask embedding (never trained) goes
+            model.config.apply_spec_augment = False
+            if getattr(model, "masked_spec_embed", None) is not None:
+                model.masked_spec_embed = None
         self.input_name = str(model.main_input_name)
         self.pooling = pooling
         self.max_tokens = max_tokens
@@ -140,6 +151,13 @@ class HFEncoder(Encoder):
             mean, std = _image_stats(path)
             self.register_buffer("image_mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
             self.register_buffer("image_std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+        elif self.input_name == "input_values" and not hasattr(cfg, "num_mel_bins"):
+            check_rank(
+                "hf", input_shape, 2, "[1, samples] for a waveform backbone (audio features: waveform)"
+            )
+            if input_shape[0] != 1:
+                raise ConfigError(f"encoder 'hf': a waveform backbone takes 1 channel, got {input_shape[0]}")
+            self.waveform_norm = _do_normalize(path)
         elif self.input_name == "input_values":
             check_rank("hf", input_shape, 3, "[1, n_mels, frames] for an audio backbone")
             if input_shape[0] != 1 or input_shape[1] != cfg.num_mel_bins:
@@ -175,6 +193,11 @@ class HFEncoder(Encoder):
                     x, size=self.image_size, mode="bilinear", align_corners=False, antialias=True
                 )
             return {"pixel_values": ((x + 1) / 2 - self.image_mean) / self.image_std}  # [n, C, S, S]
+        if x.dim() == 3:  # waveform [n, 1, samples]
+            wave = x[:, 0]
+            if self.waveform_norm:
+                wave = (wave - wave.mean(1, keepdim=True)) / torch.sqrt(wave.var(1, keepdim=True) + 1e-7)
+            return {"input_values": wave}  # [n, samples]
         spec = x[:, 0].transpose(1, 2)  # [n, 1, mel, frames] -> [n, frames, mel]
         spec = spec[:, : self.frames]
         if spec.shape[1] < self.frames:
@@ -198,6 +221,14 @@ class HFEncoder(Encoder):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             out = self.backbone(**inputs)
             return self._pool(out, inputs.get("attention_mask"))
+
+
+def _do_normalize(path: str) -> bool:
+    """The folder preprocessor's ``do_normalize`` (per-clip standardisation of waveforms), else True."""
+    file = Path(path) / "preprocessor_config.json" if path else None
+    if file is not None and file.is_file():
+        return bool(json.loads(file.read_text()).get("do_normalize", True))
+    return True
 
 
 def _image_stats(path: str) -> tuple[list[float], list[float]]:
