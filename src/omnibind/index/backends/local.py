@@ -176,14 +176,23 @@ class LocalBackend:
 
     def _find(self, item_id: str) -> int | None:
         """The position of the live item ``item_id``, or None."""
-        key = str(item_id).encode("utf-8")
-        h = id_hash(key)
-        lo = int(np.searchsorted(self._hash_sorted, h, "left"))
-        hi = int(np.searchsorted(self._hash_sorted, h, "right"))
-        for p in [*self._recent.get(key, []), *self._hash_order[lo:hi].tolist()]:
-            if self._alive[p] and self._id_at(p) == key:
-                return int(p)
-        return None
+        return self._find_many([item_id])[0]
+
+    def _find_many(self, item_ids: Sequence[str]) -> list[int | None]:
+        """The positions of live items (None where not live): one vectorised lookup for the batch."""
+        keys = [str(i).encode("utf-8") for i in item_ids]
+        hashes = np.array([id_hash(k) for k in keys], np.uint64)  # uint64 on both sides: exact compares
+        lo = np.searchsorted(self._hash_sorted, hashes, "left")
+        hi = np.searchsorted(self._hash_sorted, hashes, "right")
+        out: list[int | None] = []
+        for key, a, b in zip(keys, lo.tolist(), hi.tolist(), strict=True):
+            found = None
+            for p in [*self._recent.get(key, []), *self._hash_order[a:b].tolist()]:
+                if self._alive[p] and self._id_at(p) == key:
+                    found = int(p)
+                    break
+            out.append(found)
+        return out
 
     def _metadata_at(self, p: int) -> dict[str, Any]:
         raw = bytes(self._meta_blob[self._meta_off[p] : self._meta_off[p + 1]])
@@ -206,7 +215,7 @@ class LocalBackend:
 
     def live(self, ids: Sequence[str]) -> set[str]:
         self._look()
-        return {str(i) for i in ids if self._find(str(i)) is not None}
+        return {str(i) for i, p in zip(ids, self._find_many(ids), strict=True) if p is not None}
 
     def ids(self) -> list[str]:
         self._look()
@@ -260,7 +269,7 @@ class LocalBackend:
         rows = rows_table(self.modalities, self.dim, ids, metadata, vectors, present, raw)
         with vlog.writer_lock(self.path):
             self._refresh()  # another process may have written since this one last looked
-            found = [self._find(str(i)) for i in ids]
+            found = self._find_many(ids)
             if not replace and any(p is not None for p in found):
                 taken = next(i for i, p in zip(ids, found, strict=True) if p is not None)
                 raise DataError(
@@ -278,7 +287,7 @@ class LocalBackend:
     def delete(self, ids: Sequence[str]) -> None:
         with vlog.writer_lock(self.path):
             self._refresh()
-            dead = [p for p in (self._find(i) for i in ids) if p is not None]
+            dead = [p for p in self._find_many(ids) if p is not None]
             empty = {m: np.zeros((0, self.dim), np.float32) for m in self.modalities}
             state = self._log.append(
                 [], [], empty, np.zeros((0, len(self.modalities)), bool), dead, self._keys_of(dead)
