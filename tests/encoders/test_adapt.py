@@ -42,3 +42,31 @@ def test_unfreeze_more_than_there_is_and_zero() -> None:
 def test_lora_without_peft_says_what_to_install() -> None:
     with pytest.raises(OmnibindError, match="pip install peft"):
         lora(_net(), 4, ["layers.0"])
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.c_fc = nn.Linear(4, 8)
+        self.c_proj = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = x + self.attn(x, x, x, need_weights=False)[0]
+        return x + self.c_proj(self.c_fc(x).relu())
+
+
+def test_lora_refuses_multihead_attention_and_adapts_the_mlp() -> None:
+    pytest.importorskip("peft")
+    import torch
+
+    with pytest.raises(OmnibindError, match=r"out_proj of nn.MultiheadAttention.*c_fc, c_proj"):
+        lora(_Block(), 2, ["out_proj"], owner="encoder 'x'")
+    with pytest.raises(OmnibindError, match=r"encoder 'x': lora_targets \['qkv'\] match no nn.Linear.*c_fc"):
+        lora(_Block(), 2, ["qkv"], owner="encoder 'x'")
+    block = lora(_Block(), 2, ["c_fc", "c_proj"])
+    block(torch.randn(2, 3, 4)).square().sum().backward()
+    trainable = {n for n, p in block.named_parameters() if p.requires_grad}
+    assert len(trainable) == 4 and all("lora_" in n for n in trainable)
+    assert all(p.grad is not None for n, p in block.named_parameters() if n in trainable)
+    assert all(p.grad is None for n, p in block.named_parameters() if n not in trainable)

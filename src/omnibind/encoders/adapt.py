@@ -53,9 +53,14 @@ def lora(
     Only the adapters train; the wrapped weights are frozen. ``alpha`` defaults to ``2 * rank``.
     ``owner`` (e.g. ``"encoder 'hf'"``) starts the error messages.
 
+    ``nn.MultiheadAttention`` layers (open_clip's towers) cannot be adapted: their fused input projection
+    is no ``nn.Linear`` and their ``out_proj`` weight is used without calling the module; target the
+    MLP's linear layers instead.
+
     Raises:
         OmnibindError: peft is not installed.
-        ConfigError: no linear layer matches ``targets`` (the message lists the names that would).
+        ConfigError: no linear layer matches ``targets``, or a target names the ``out_proj`` of an
+            ``nn.MultiheadAttention`` (the message lists the names that can be targeted).
     """
     try:
         import peft
@@ -64,8 +69,26 @@ def lora(
             "LoRA needs the 'peft' package, which omnibind does not install: pip install peft "
             "(or pip install 'omnibind[backbones]')"
         ) from None
-    linear = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
-    matched = [name for name in linear if any(name == t or name.endswith("." + t) for t in targets)]
+    # nn.MultiheadAttention reads its out_proj weight directly (F.multi_head_attention_forward), never
+    # calling the module, and its fused in_proj is no nn.Linear: adapters there would never run (open_clip
+    # issue 585), so those layers cannot be targeted.
+    fused = {
+        f"{name}.out_proj" if name else "out_proj"
+        for name, m in module.named_modules()
+        if isinstance(m, nn.MultiheadAttention)
+    }
+    linear = [name for name, m in module.named_modules() if isinstance(m, nn.Linear) and name not in fused]
+
+    def hit(name: str) -> bool:
+        return any(name == t or name.endswith("." + t) for t in targets)
+
+    matched = [name for name in linear if hit(name)]
+    if any(hit(name) for name in fused):
+        raise ConfigError(
+            f"{owner}: lora_targets {list(targets)} name the out_proj of nn.MultiheadAttention, which "
+            "calls its weights directly (adapters there would never run); target other linear layers: "
+            f"{', '.join(sorted({n.rsplit('.', 1)[-1] for n in linear})) or 'none'}"
+        )
     if not matched:
         leaves = sorted({name.rsplit(".", 1)[-1] for name in linear})
         raise ConfigError(
