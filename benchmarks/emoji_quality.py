@@ -46,6 +46,7 @@ def main() -> None:
         f"train.epochs={args.epochs}",
         "train.progress=false",
         "objective.matryoshka={dims: [32, 64, 128]}",
+        "modalities.image.encoder.name=conv2d",  # the example's image tower is now EfficientNet-Lite0
     ]
     cfg = load_config(ROOT / "examples" / "emoji.yaml", overrides)
     t0 = time.perf_counter()
