@@ -142,6 +142,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000000,5000000")
     parser.add_argument("--rerank", type=int, default=200)
+    parser.add_argument(
+        "--storages", default=None, help="Only these storages (default: all at 1M, int8 above)."
+    )
     parser.add_argument("--work", default=None, help="Folder for the indexes (default: a temporary one).")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--sync", help=argparse.SUPPRESS)
@@ -165,6 +168,8 @@ def main() -> None:
         for n in sizes:
             truth = exact_top10(n, queries)
             storages = ["float32", "float16", "int8"] if n <= 1_000_000 else ["int8"]
+            if args.storages:
+                storages = args.storages.split(",")
             for storage in storages:
                 index_dir = work / f"ix-{n}-{storage}"
                 seconds = build(index_dir, model_dir, n, storage, args.rerank)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import mmap
 import os
 import shutil
 import uuid
@@ -111,7 +112,13 @@ class VectorLog:
         shape = (count,) if width is None else (count, width)
         if count == 0:
             return np.zeros(shape, dtype)
-        return np.memmap(self.root / name, dtype=dtype, mode="r", shape=shape)
+        mapped = np.memmap(self.root / name, dtype=dtype, mode="r", shape=shape)
+        if name.endswith(".f32") and hasattr(mmap, "MADV_RANDOM"):
+            # the float32 rows are read a shortlist at a time: without this the kernel's read-ahead pulls
+            # in (and counts as resident) megabytes around every row (measured: 0.98x instead of ~0.3x
+            # of the float32 bytes resident at 5M x 256 with an int8 first stage)
+            mapped._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
+        return mapped
 
     def ids(self, state: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(bytes uint8[ids_bytes], offsets int64[items + 1])`` of the committed ids, memory-mapped."""
