@@ -54,12 +54,16 @@ class ModalityConfig:
         options: the kind's options (validated against the kind's ``Options`` dataclass).
         encoder: the encoder of this modality.
         stats: statistics fitted on the training split (tabular normalisation); written by training.
+        multi: the modality is multi-valued: a manifest value may be a list of values of the kind (several
+            captions, reports or views of one item; see ``objective.multi_positive``). A list value for a
+            modality without ``multi: true`` is an error.
     """
 
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     stats: dict[str, Any] = field(default_factory=dict)
+    multi: bool = False
 
 
 @dataclass
@@ -171,11 +175,16 @@ class ObjectiveConfig:
         local_loss: under torchrun, each process computes only its own items' rows against every
             gathered candidate (open_clip's ``--local-loss``); the gradients are the same, the loss
             costs ``B/N x B`` per process instead of ``B x B``. No effect with one process.
+        multi_positive: how a multi-valued modality (``multi: true``) trains: ``sample`` picks one of an
+            item's values per step (the same one on every process: it depends on seed, epoch and item
+            id); ``all`` puts every value of the item in the batch as a positive of a multi-positive
+            InfoNCE (1-to-K; DreamLIP's sub-captions), objective ``infonce`` only.
     """
 
     name: str = "infonce"
     options: dict[str, Any] = field(default_factory=dict)
     local_loss: bool = False
+    multi_positive: str = "sample"
 
 
 @dataclass
@@ -332,6 +341,8 @@ class RunConfig:
         out["objective"] = {"name": self.objective.name, **self.objective.options}
         if self.objective.local_loss:
             out["objective"]["local_loss"] = True
+        if self.objective.multi_positive != "sample":
+            out["objective"]["multi_positive"] = self.objective.multi_positive
         if self.task is None:
             del out["task"]
         return out
@@ -340,6 +351,8 @@ class RunConfig:
 def _modality_to_dict(m: ModalityConfig) -> dict[str, Any]:
     enc: dict[str, Any] = {"name": m.encoder.name, "freeze": m.encoder.freeze, **m.encoder.options}
     out: dict[str, Any] = {"kind": m.kind, **m.options, "encoder": enc}
+    if m.multi:  # written only when set: a single-valued config reads as before
+        out["multi"] = True
     if m.stats:
         out["stats"] = m.stats
     return out
@@ -404,6 +417,9 @@ def _parse_modality(name: str, spec: Any) -> ModalityConfig:
         raise ConfigError(f"modalities.{name}.kind: unknown kind '{kind}'{nearest(kind, KINDS.names())}")
     enc_raw = spec.pop("encoder", None)
     stats = spec.pop("stats", {}) or {}
+    multi = spec.pop("multi", False)
+    if not isinstance(multi, bool):
+        raise ConfigError(f"modalities.{name}.multi must be true or false, got {multi!r}")
     try:
         kind_options(kind, spec)
     except ConfigError as exc:
@@ -421,7 +437,7 @@ def _parse_modality(name: str, spec: Any) -> ModalityConfig:
         )
     else:
         raise ConfigError(f"modalities.{name}.encoder must be a name or a mapping")
-    return ModalityConfig(kind=kind, options=spec, encoder=enc, stats=stats)
+    return ModalityConfig(kind=kind, options=spec, encoder=enc, stats=stats, multi=multi)
 
 
 def _parse_data(given: Any) -> DataConfig:
@@ -465,8 +481,12 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     local_loss = obj_raw.pop("local_loss", False)
     if not isinstance(local_loss, bool):
         raise ConfigError(f"objective.local_loss must be true or false, got {local_loss!r}")
+    multi_positive = obj_raw.pop("multi_positive", "sample")
     objective = ObjectiveConfig(
-        name=str(obj_raw.pop("name", "infonce")), options=obj_raw, local_loss=local_loss
+        name=str(obj_raw.pop("name", "infonce")),
+        options=obj_raw,
+        local_loss=local_loss,
+        multi_positive=multi_positive,
     )
     ev_raw = dict(raw.get("eval") or {})
     zs = ev_raw.pop("zero_shot", []) or []
@@ -485,6 +505,17 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+def _check_multi_positive(cfg: RunConfig) -> None:
+    mode = cfg.objective.multi_positive
+    if mode not in ("sample", "all"):
+        raise ConfigError(f"objective.multi_positive must be 'sample' or 'all', got {mode!r}")
+    if mode == "all" and cfg.objective.name != "infonce":
+        raise ConfigError(
+            f"objective.multi_positive: all is a multi-positive InfoNCE; objective '{cfg.objective.name}' "
+            "takes one value per modality: use multi_positive: sample, or objective infonce"
+        )
+
+
 def _check_values(cfg: RunConfig) -> None:
     from omnibind.objectives import OBJECTIVES
 
@@ -495,6 +526,7 @@ def _check_values(cfg: RunConfig) -> None:
         )
     if cfg.data.on_error not in ("stop", "skip"):
         raise ConfigError(f"data.on_error must be 'stop' or 'skip', got {cfg.data.on_error!r}")
+    _check_multi_positive(cfg)
     _check_missing(cfg)
     if cfg.eval.relevance not in ("auto", "facts", "label", "item"):
         raise ConfigError(f"eval.relevance must be auto, facts, label or item, got {cfg.eval.relevance!r}")

@@ -248,3 +248,35 @@ def test_retrieval_matrix():
     assert queries == ["a", "b", "a+b"] and targets == ["a", "b", "c"]
     assert table[0, 1] == 0.5 and table[1, 0] == 0.25 and table[2, 2] == 1.0
     assert np.isnan(table[0, 0]) and np.isnan(table[0, 2])
+
+
+def test_mean_rank_variance_by_hand() -> None:
+    from omnibind.evaluation.retrieval import mean_rank_variance
+
+    # item 0: ranks 1, 3 -> variance 1; item 1: ranks 2, 2, 5 -> mean 3, variance (1 + 1 + 4) / 3 = 2;
+    # item 2: one view, left out; item 3: ranks 4 and 0 (nothing relevant) -> one ranked view, left out
+    ranks = torch.tensor([1, 3, 2, 2, 5, 7, 4, 0])
+    groups = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3])
+    assert mean_rank_variance(ranks, groups) == pytest.approx(1.5)
+    assert math.isnan(mean_rank_variance(torch.tensor([1, 2]), torch.tensor([0, 1])))
+
+
+def test_any_value_of_an_item_is_relevant_and_mrv_is_reported() -> None:
+    from omnibind.evaluation.retrieval import evaluate_retrieval
+
+    # items x, y with an image each; x has captions in rows 0 and 2, y in rows 1 and 3
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    caption = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]])
+    present = torch.tensor([[1, 1], [1, 1], [0, 1], [0, 1]], dtype=torch.bool)
+    out = evaluate_retrieval(
+        {"image": image, "caption": caption},
+        present,
+        ["x", "y", "x", "y"],
+        relevance="item",
+        groups=torch.tensor([0, 1, 0, 1]),
+    )
+    # caption->image: queries x1 (rank 1), y1 (1), x2 (rank 2: y's image scores 0.8), y2 (2)
+    assert out["caption->image"]["n"] == 4 and out["caption->image"]["r@1"] == 0.5
+    assert out["caption->image"]["mrv"] == pytest.approx(0.25)
+    # image->caption: x's best caption is its own first one; any of its captions counts
+    assert out["image->caption"]["r@1"] == 1.0 and "mrv" not in out["image->caption"]

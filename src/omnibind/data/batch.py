@@ -29,6 +29,10 @@ class Batch:
             data); they are absent in ``present``.
         items: ``long[B]``, the items' positions in their dataset (a frozen encoder's feature cache is
             keyed by them), or ``None``.
+        groups: ``long[B]`` or ``None``: set when the batch holds every value of a multi-valued modality
+            (``objective.multi_positive: all``): then rows after the batch's items are the items' further
+            values (present in that modality only), and ``groups`` is the dataset position of the item
+            each row belongs to (rows of one item are positives of one another).
     """
 
     ids: list[str]
@@ -40,6 +44,7 @@ class Batch:
     metadata: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Any] = field(default_factory=list)
     items: Tensor | None = None
+    groups: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,6 +86,7 @@ class Batch:
             self.metadata,
             self.skipped,
             self.items,
+            self.groups,
         )
 
     def column(self, modality: str) -> Tensor:

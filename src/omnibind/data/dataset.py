@@ -19,6 +19,7 @@ from omnibind.data.batch import Batch, BatchValue
 from omnibind.data.kinds.base import ModalityKind
 from omnibind.data.record import Record
 from omnibind.data.sources import FactSpec
+from omnibind.data.views import ViewPick, choose_view, value_views
 from omnibind.errors import DataError
 from omnibind.io import write_jsonl_atomic
 from omnibind.registry import nearest
@@ -98,7 +99,7 @@ def fit_kinds(
             if name not in r.values:
                 continue
             try:
-                raws.append(kind.load(r.values[name], r.base_dir))
+                raws.extend(kind.load(v, r.base_dir) for v in value_views(r.values[name], kind, name))
             except (ValueError, OSError) as exc:
                 err = located_error(exc, r, name)
                 if on_error == "stop":
@@ -134,15 +135,22 @@ def check_fields(record: Record, kinds: dict[str, ModalityKind]) -> None:
         )
 
 
+def prepare_value(record: Record, name: str, kind: ModalityKind) -> Any:
+    """The prepared value of ``record``'s ``name``: one value, or the list of a multi-valued modality.
+
+    Raises:
+        DataError: naming the record and the modality.
+    """
+    try:
+        views = [kind.prepare(v, record.base_dir) for v in value_views(record.values[name], kind, name)]
+    except (ValueError, OSError) as exc:  # DataError is a ValueError
+        raise located_error(exc, record, name) from None
+    return views if kind.multi else views[0]
+
+
 def _prepare_record(record: Record, kinds: dict[str, ModalityKind]) -> dict[str, Any]:
     check_fields(record, kinds)
-    prepared = {}
-    for name, value in record.values.items():
-        try:
-            prepared[name] = kinds[name].transform(kinds[name].load(value, record.base_dir))
-        except (ValueError, OSError) as exc:  # DataError is a ValueError
-            raise located_error(exc, record, name) from None
-    return prepared
+    return {name: prepare_value(record, name, kinds[name]) for name in record.values}
 
 
 def prepare_dataset(
@@ -240,6 +248,9 @@ class Dataset:
         fact_specs: which modalities carry each fact (built-in sources), or ``None``.
         source_name: the short name of the source the items came from (``xor`` for ``builtin:xor``), or
             ``""``; evaluation adds source-specific measures by it.
+        view_count: per multi-valued modality, ``long[N]``: how many values item ``i`` has (0 where
+            absent); its values are the rows ``row_of[m][i] .. row_of[m][i] + view_count[m][i] - 1`` of
+            ``values[m]``. Single-valued modalities have no entry.
     """
 
     def __init__(
@@ -251,6 +262,7 @@ class Dataset:
         row_of: dict[str, Tensor],
         fact_specs: dict[str, FactSpec] | None = None,
         source_name: str = "",
+        view_count: dict[str, Tensor] | None = None,
     ) -> None:
         self.records = records
         self.ids = [r.id for r in records]
@@ -262,6 +274,7 @@ class Dataset:
         self.facts: list[dict[str, Any] | None] = [r.facts for r in records]
         self.fact_specs = fact_specs
         self.source_name = source_name
+        self.view_count = view_count or {}
         self._value_keys: dict[str, list[Hashable | None]] | None = None
 
     @classmethod
@@ -278,20 +291,29 @@ class Dataset:
         present = torch.zeros(n, len(modalities), dtype=torch.bool)  # [N, M]
         values: dict[str, BatchValue] = {}
         row_of: dict[str, Tensor] = {}
+        view_count: dict[str, Tensor] = {}
         for m, name in enumerate(modalities):
-            items = [(i, p[name]) for i, p in enumerate(prepared) if name in p]
+            kind = kinds[name]
             rows = torch.full((n,), -1, dtype=torch.long)
-            where = torch.tensor([i for i, _ in items], dtype=torch.long)
-            rows[where] = torch.arange(len(items))
+            if kind.multi:  # the views of an item are consecutive rows; row_of is its first
+                counts = torch.tensor([len(p.get(name, ())) for p in prepared], dtype=torch.long)
+                where = torch.nonzero(counts).squeeze(1)
+                starts = torch.cumsum(counts, 0) - counts  # [N]
+                rows[where] = starts[where]
+                view_count[name] = counts
+                items = [(i, v) for i, p in enumerate(prepared) for v in p.get(name, ())]
+            else:
+                items = [(i, p[name]) for i, p in enumerate(prepared) if name in p]
+                where = torch.tensor([i for i, _ in items], dtype=torch.long)
+                rows[where] = torch.arange(len(items))
             present[where, m] = True
             row_of[name] = rows
-            kind = kinds[name]
             if items:
                 values[name] = kind.collate([x for _, x in items])
             else:
                 empty = kind.collate([]) if kind.input_shape() == () else torch.zeros(0, *kind.input_shape())
                 values[name] = empty
-        return cls(records, modalities, values, present, row_of, fact_specs)
+        return cls(records, modalities, values, present, row_of, fact_specs, view_count=view_count)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -317,27 +339,72 @@ class Dataset:
             self._value_keys = keys
         return self._value_keys
 
-    def batch(self, indices: Indices) -> Batch:
-        """The items at ``indices`` as a :class:`Batch` (values of present rows only, in batch order)."""
+    def batch(self, indices: Indices, pick: ViewPick | None = None) -> Batch:
+        """The items at ``indices`` as a :class:`Batch` (values of present rows only, in batch order).
+
+        ``pick`` says which values of a multi-valued modality the batch holds (default: the first).
+        """
         idx = as_index(indices)  # [B]
-        values: dict[str, BatchValue] = {}
+        pos = idx.tolist()
+        rows_of: dict[str, Tensor] = {}  # per modality, the row in values of each present item
+        extra: list[tuple[str, int, int]] = []  # ``all``: (modality, position of the owner, row)
         for name in self.modalities:
             rows = self.row_of[name].index_select(0, idx)
-            rows = rows[rows >= 0]  # [n_m] rows of values[name]
+            if name in self.view_count and pick is not None and pick.mode != "first":
+                counts = self.view_count[name].index_select(0, idx).tolist()
+                if pick.mode == "sample":
+                    offset = [
+                        choose_view(pick.seed, pick.epoch, self.ids[i], c)
+                        for i, c in zip(pos, counts, strict=True)
+                    ]
+                    rows = rows + torch.tensor(offset, dtype=torch.long)
+                else:
+                    start = rows.tolist()
+                    extra += [(name, b, start[b] + k) for b, c in enumerate(counts) for k in range(1, c)]
+            rows_of[name] = rows[rows >= 0]  # [n_m] rows of values[name]
+        present = self.present.index_select(0, idx)
+        owners = torch.tensor([b for _, b, _ in extra], dtype=torch.long)  # [V]
+        if extra:  # each extra view is a row of its own after the items, present in its modality only
+            more = torch.zeros(len(extra), len(self.modalities), dtype=torch.bool)
+            for v, (name, _, _) in enumerate(extra):
+                more[v, self.modalities.index(name)] = True
+            present = torch.cat([present, more])
+            for name in {name for name, _, _ in extra}:
+                added = torch.tensor([row for m, _, row in extra if m == name], dtype=torch.long)
+                rows_of[name] = torch.cat([rows_of[name], added])
+            pos = pos + [pos[b] for b in owners.tolist()]
+        values: dict[str, BatchValue] = {}
+        for name, rows in rows_of.items():
             if rows.numel():
                 values[name] = _gather(self.values[name], rows)
-        pos = idx.tolist()
         labels = [self.labels[i] for i in pos]
         facts = [self.facts[i] for i in pos]
+        items = torch.tensor(pos, dtype=torch.long) if extra else idx
         return Batch(
             ids=[self.ids[i] for i in pos],
             modalities=self.modalities,
             values=values,
-            present=self.present.index_select(0, idx),
+            present=present,
             labels=labels if any(x is not None for x in labels) else None,
             facts=facts if any(f is not None for f in facts) else None,
             metadata=[self.records[i].metadata for i in pos],
-            items=idx,
+            items=items,
+            groups=items if extra else None,
+        )
+
+    def views(self, name: str) -> tuple[BatchValue, Tensor]:
+        """Every value of multi-valued ``name`` but each item's first, and the item each belongs to.
+
+        Returns:
+            ``(values, owner)``: the values (as ``values[name]``) and ``long[V]`` item indices.
+        """
+        counts = self.view_count[name]
+        rows, owner = [], []
+        for i, (start, c) in enumerate(zip(self.row_of[name].tolist(), counts.tolist(), strict=True)):
+            rows += range(start + 1, start + c)
+            owner += [i] * (c - 1)
+        return _gather(self.values[name], torch.tensor(rows, dtype=torch.long)), torch.tensor(
+            owner, dtype=torch.long
         )
 
     def subset(self, indices: Indices) -> Dataset:
@@ -345,16 +412,27 @@ class Dataset:
         idx = as_index(indices)
         values: dict[str, BatchValue] = {}
         row_of: dict[str, Tensor] = {}
+        view_count: dict[str, Tensor] = {}
         for name in self.modalities:
             old = self.row_of[name].index_select(0, idx)  # [n]
             keep = old >= 0
-            values[name] = _gather(self.values[name], old[keep])
             rows = torch.full((len(idx),), -1, dtype=torch.long)
-            rows[keep] = torch.arange(int(keep.sum()))
+            if name in self.view_count:  # every view of the kept items, consecutive again
+                counts = self.view_count[name].index_select(0, idx)
+                spans = zip(old.tolist(), counts.tolist(), strict=True)
+                picked = [r for s, c in spans for r in range(s, s + c)]
+                values[name] = _gather(self.values[name], torch.tensor(picked, dtype=torch.long))
+                rows[keep] = (torch.cumsum(counts, 0) - counts)[keep]
+                view_count[name] = counts
+            else:
+                values[name] = _gather(self.values[name], old[keep])
+                rows[keep] = torch.arange(int(keep.sum()))
             row_of[name] = rows
         records = [self.records[i] for i in idx.tolist()]
         present = self.present.index_select(0, idx)
-        return Dataset(records, self.modalities, values, present, row_of, self.fact_specs, self.source_name)
+        return Dataset(
+            records, self.modalities, values, present, row_of, self.fact_specs, self.source_name, view_count
+        )
 
     def iter_batches(self, batch_size: int) -> Iterator[Batch]:
         """Consecutive batches of ``batch_size`` items in dataset order (the last one may be smaller)."""
@@ -381,9 +459,12 @@ def concat_datasets(datasets: list[Dataset]) -> Dataset:
         for d in datasets:
             r = d.row_of[name].clone()
             r[r >= 0] += offset
-            offset += int((d.row_of[name] >= 0).sum())
+            offset += len(d.values[name])  # every value row, the further views of multi-valued items too
             rows.append(r)
         row_of[name] = torch.cat(rows)
+    view_count = {name: torch.cat([d.view_count[name] for d in datasets]) for name in first.view_count}
     records = [r for d in datasets for r in d.records]
     present = torch.cat([d.present for d in datasets])
-    return Dataset(records, first.modalities, values, present, row_of, first.fact_specs, first.source_name)
+    return Dataset(
+        records, first.modalities, values, present, row_of, first.fact_specs, first.source_name, view_count
+    )

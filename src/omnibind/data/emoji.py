@@ -21,7 +21,7 @@ from omnibind.errors import DataError
 
 FILES = ("images.npz", "captions.jsonl")
 SOURCE = "builtin:emoji"
-TEXTS = ("label", "label+tags")
+TEXTS = ("label", "label+tags", "views")
 
 
 def _missing(root: Path | None) -> DataError:
@@ -52,7 +52,9 @@ def emoji(root: str | None = None, text: str = "label", limit: int = 0) -> Loade
     Args:
         root: the folder holding ``images.npz`` and ``captions.jsonl``.
         text: ``"label"`` (the CLDR short name, e.g. "grinning face") or ``"label+tags"`` (the name, a
-            colon and the keywords).
+            colon and the keywords), or ``"views"``: two texts per image, the name and the keyword list
+            (``["grinning face", "cheerful, cheery, face, ..."]``), for a text modality declared
+            ``multi: true``.
         limit: if positive, keep only the first ``limit`` rows of each split (quick tests).
 
     Returns:
@@ -82,7 +84,10 @@ def emoji(root: str | None = None, text: str = "label", limit: int = 0) -> Loade
                 if limit > 0 and per_split.get(split, 0) >= limit:
                     continue
                 image = images[int(row["index"])]  # [64, 64, 3] uint8
-                caption = label if text == "label" else f"{label}: {', '.join(row['tags'])}"
+                tags = ", ".join(row["tags"])
+                caption: str | list[str] = {"label": label, "label+tags": f"{label}: {tags}"}.get(
+                    text, [label, tags]
+                )
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 raise DataError(
                     f"expected a row with index, split, label, tags ({exc!r})", source=str(path), line=line_no

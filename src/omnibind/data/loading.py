@@ -40,6 +40,7 @@ def build_kinds(cfg: RunConfig) -> dict[str, ModalityKind]:
     kinds = {}
     for name, spec in cfg.modalities.items():
         kind = create_kind(spec.kind, spec.options)
+        kind.multi = spec.multi
         if spec.stats:
             kind.load_state(spec.stats)
         kinds[name] = kind
@@ -133,7 +134,8 @@ def _stream_split(
     if where != "none":
         modalities = {name: cfg.to_dict()["modalities"][name] for name in kinds}
         identity = cache_identity(cfg.data.source, modalities, split)
-        shapes = {name: kind.input_shape() for name, kind in kinds.items()}
+        # one row per item: a multi-valued modality (several values per item) is not cached
+        shapes = {name: kind.input_shape() for name, kind in kinds.items() if not kind.multi}
         cache = DiskCache(Path(where) / split, [r.id for r in kept], shapes, identity, content)
         if cache.invalidated:
             import sys

@@ -7,7 +7,9 @@ Columns:
     facts       optional JSON object (in CSV a JSON string) of ground-truth facts.
     metadata    optional JSON object; columns named ``meta.<key>`` are added to it as ``<key>``.
     <modality>  every other column must be a declared modality. A modality is absent from a row when its
-                key is missing, null, an empty string or NaN (an empty CSV/Parquet cell).
+                key is missing, null, an empty string or NaN (an empty CSV/Parquet cell), or an empty list.
+                A modality declared ``multi: true`` may hold a list of values (several captions of one
+                item); see :mod:`omnibind.data.views`.
 
 Values are file paths (relative to the manifest's folder), inline text or numbers. In CSV a cell that
 starts with ``[`` or ``{`` and parses as JSON is read as that JSON value (inline vectors, named columns).
@@ -140,7 +142,7 @@ def _to_record(row: dict[str, Any], source: str, line: int, base_dir: Path) -> R
     metadata = _json_object(row.get("metadata"), "metadata", fail) or {}
     values: dict[str, Any] = {}
     for key, value in row.items():
-        if key in RESERVED or is_absent(value):
+        if key in RESERVED or is_absent(value) or _empty_list(value):
             continue
         if key.startswith(META_PREFIX):
             metadata[key[len(META_PREFIX) :]] = value
@@ -161,6 +163,11 @@ def _to_record(row: dict[str, Any], source: str, line: int, base_dir: Path) -> R
         line=line,
         base_dir=base_dir,
     )
+
+
+def _empty_list(value: Any) -> bool:
+    """A list of values (a multi-valued modality) with none in it: the modality is absent."""
+    return isinstance(value, list) and all(v is None or v == "" for v in value)
 
 
 def _json_object(value: Any, field: str, fail: Any) -> dict[str, Any] | None:

@@ -31,11 +31,12 @@ import torch
 from torch import Tensor
 
 from omnibind.data.batch import Batch, BatchValue
-from omnibind.data.dataset import Dataset, Indices, as_index, check_fields, located_error
+from omnibind.data.dataset import Dataset, Indices, as_index, check_fields, located_error, prepare_value
 from omnibind.data.kinds.base import ModalityKind
 from omnibind.data.record import Record
 from omnibind.data.shards import ShardMember
 from omnibind.data.sources import FactSpec
+from omnibind.data.views import ViewPick, choose_view, value_views
 from omnibind.errors import ConfigError, DataError
 from omnibind.io import write_text_atomic
 
@@ -112,10 +113,11 @@ def validate_records(
             check_fields(record, kinds)
             for name, value in record.values.items():
                 try:
-                    if mode == "full":
-                        kinds[name].prepare(value, record.base_dir)
-                    else:
-                        kinds[name].check(value, record.base_dir)
+                    for view in value_views(value, kinds[name], name):
+                        if mode == "full":
+                            kinds[name].prepare(view, record.base_dir)
+                        else:
+                            kinds[name].check(view, record.base_dir)
                 except (ValueError, OSError) as exc:
                     raise located_error(exc, record, name) from None
         except DataError as exc:
@@ -299,38 +301,57 @@ class LazyDataset:
             cached = self.cache.get(name, item)
             if cached is not None:
                 return cached
-        record = self.records[item]
-        try:
-            value = self.kinds[name].prepare(record.values[name], record.base_dir)
-        except (ValueError, OSError) as exc:
-            raise located_error(exc, record, name) from None
+        value = prepare_value(self.records[item], name, self.kinds[name])  # a list if multi-valued
         if self.cache is not None:
             self.cache.put(name, item, value)
         return value
 
-    def batch(self, indices: Indices) -> Batch:
-        """The items at ``indices``, decoded now (or read from the cache), as a :class:`Batch`."""
+    def batch(self, indices: Indices, pick: ViewPick | None = None) -> Batch:
+        """The items at ``indices``, decoded now (or read from the cache), as a :class:`Batch`.
+
+        ``pick`` says which values of a multi-valued modality the batch holds, as
+        :meth:`Dataset.batch <omnibind.data.dataset.Dataset.batch>` (default: the first).
+        """
         idx = as_index(indices)
         pos = idx.tolist()
         present = self.present.index_select(0, idx).clone()
         parts: dict[str, list[Any]] = {m: [] for m in self.modalities}
+        extra: list[tuple[int, int, Any]] = []  # ``all``: (modality column, position of the owner, value)
+        mode = "first" if pick is None else pick.mode
         skipped: list[DataError] = []
         for row, item in enumerate(pos):
             for m, name in enumerate(self.modalities):
                 if not present[row, m]:
                     continue
                 try:
-                    parts[name].append(self._value(item, name))
+                    value = self._value(item, name)
                 except DataError as exc:
                     if self.on_error == "stop":
                         raise
                     present[row, m] = False  # the bad value is left out of this batch
                     skipped.append(exc)
+                    continue
+                if self.kinds[name].multi:
+                    if mode == "sample" and pick is not None:
+                        k = choose_view(pick.seed, pick.epoch, self.ids[item], len(value))
+                        value, rest = value[k], []
+                    else:
+                        value, rest = value[0], value[1:] if mode == "all" else []
+                    extra += [(m, row, v) for v in rest]
+                parts[name].append(value)
+        for m, _, value in extra:  # each extra view is a row of its own after the items
+            parts[self.modalities[m]].append(value)
+        if extra:
+            more = torch.zeros(len(extra), len(self.modalities), dtype=torch.bool)
+            more[torch.arange(len(extra)), torch.tensor([m for m, _, _ in extra])] = True
+            present = torch.cat([present, more])
+            pos = pos + [pos[row] for _, row, _ in extra]
         values: dict[str, BatchValue] = {
             name: self.kinds[name].collate(items) for name, items in parts.items() if items
         }
         labels = [self.records[i].label for i in pos]
         facts = [self.records[i].facts for i in pos]
+        items = torch.tensor(pos, dtype=torch.long) if extra else idx
         return Batch(
             ids=[self.ids[i] for i in pos],
             modalities=self.modalities,
@@ -340,7 +361,8 @@ class LazyDataset:
             facts=facts if any(f is not None for f in facts) else None,
             metadata=[self.records[i].metadata for i in pos],
             skipped=skipped,
-            items=idx,
+            items=items,
+            groups=items if extra else None,
         )
 
 
@@ -352,6 +374,8 @@ class StepBatches(torch.utils.data.Dataset):
 
     The global batch of step ``s`` is ``epoch_order(seed, epoch)[i * B : (i + 1) * B]`` with
     ``epoch, i = divmod(s, steps_per_epoch)``; rank ``r`` of ``N`` takes its contiguous ``B / N``.
+    ``views`` (a :class:`~omnibind.data.views.ViewPick` mode) says which values of a multi-valued modality
+    the batch holds: ``sample`` depends on ``(seed, epoch, item id)`` only, so not on ``N``.
     """
 
     def __init__(
@@ -363,8 +387,10 @@ class StepBatches(torch.utils.data.Dataset):
         total: int,
         rank: int = 0,
         world: int = 1,
+        views: str = "first",
     ) -> None:
         self.data = data
+        self.views = views
         self.total = total
         self.seed = seed
         self.batch_size = batch_size
@@ -388,7 +414,8 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> Batch | DataError:
         try:
-            return self.data.batch(self.indices(step))
+            pick = ViewPick(self.views, self.seed, step // self.steps_per_epoch)
+            return self.data.batch(self.indices(step), pick)
         except DataError as exc:  # handed to the trainer as a value: it raises it with its fields intact
             return exc
 

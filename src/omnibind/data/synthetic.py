@@ -346,6 +346,7 @@ def shapes(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     only: str | dict[str, list[str]] | None = None,
+    captions: int = 1,
 ) -> LoadedData:
     """Scenes of one coloured shape in four modalities, with facts spread over them (see module docs).
 
@@ -383,6 +384,8 @@ def shapes(
             independently drawn size instead; ``"colour:image/caption,shape:sound"`` narrows two facts
             (see :func:`parse_only`). Movable: shape, colour, size, position, each within its default
             carriers. The fact table and ``info["carriers"]`` follow. Default: every carrier is truthful.
+        captions: wordings per scene; above 1 the caption is a list of that many independently worded
+            captions of the same facts (the first is the one-caption value), for a ``multi: true`` caption.
 
     Returns:
         :class:`LoadedData` with records (facts ``shape, colour, size, position`` as names, ``mark, tone,
@@ -399,6 +402,8 @@ def shapes(
         ((32, 32, 3), True)
     """
     placed = parse_only(only)
+    if captions < 1:
+        raise ValueError(f"shapes: captions must be >= 1, got {captions}")
     if n < 1 or image_size < 8 or not 0.0 <= missing < 1.0 or val_fraction + test_fraction > 1.0:
         raise ValueError(
             f"shapes: need n >= 1, image_size >= 8, 0 <= missing < 1 and val + test fractions <= 1; "
@@ -430,6 +435,10 @@ def shapes(
         "sound": _render_sounds(r_snd, seen["sound"], sample_rate, seconds),
         "table": _tables(r_tab, seen["table"]),
     }
+    if captions > 1:  # its own stream, so the first wording and everything else stay as with one
+        r_more = np.random.default_rng(np.random.SeedSequence(seed).spawn(9)[8])
+        more = [_captions(r_more, seen["caption"]) for _ in range(captions - 1)]
+        values["caption"] = [[c, *(m[i] for m in more)] for i, c in enumerate(values["caption"])]
     names = list(values)
     present = _presence(r_miss, n, len(names), missing)
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)

@@ -42,6 +42,59 @@ def embed_dataset(model: OmniModel, dataset: Dataset, batch_size: int = 256) -> 
     return embeddings, dataset.present
 
 
+@torch.no_grad()
+def _with_views(
+    model: OmniModel, dataset: Dataset, embeddings: Embeddings, batch_size: int
+) -> dict[str, Any]:
+    """The arguments of :func:`evaluate_retrieval` for ``dataset``, with every value of a multi-valued
+    modality a row of its own (the item's id, label and facts; that modality present only), so that any
+    of an item's values is relevant and the item's values as queries give its Mean Rank Variance.
+
+    A multi-valued modality's values are relevant by item (its value keys are left out); the other
+    modalities keep theirs, copied to the extra rows as the query item's own.
+    """
+    keys = dataset.value_keys()
+    args: dict[str, Any] = {
+        "embeddings": embeddings,
+        "present": dataset.present,
+        "ids": dataset.ids,
+        "labels": dataset.labels,
+        "facts": dataset.facts,
+        "values": keys,
+    }
+    if not dataset.view_count:
+        return args
+    was_training = model.training
+    model.eval()
+    extra_embs: dict[str, list[Tensor]] = {m: [] for m in model.modalities}
+    owners, columns = [], []
+    try:
+        for name in dataset.view_count:
+            values, owner = dataset.views(name)
+            for start in range(0, len(owner), batch_size):
+                part = values[start : start + batch_size]
+                z = model.encode_modality(name, part).float().cpu()  # [n, D]
+                for m in model.modalities:
+                    extra_embs[m].append(z if m == name else torch.zeros_like(z))
+            owners.append(owner)
+            columns += [dataset.modalities.index(name)] * len(owner)
+    finally:
+        model.train(was_training)
+    owner = torch.cat(owners)  # [V]
+    more = torch.zeros(len(owner), len(dataset.modalities), dtype=torch.bool)
+    more[torch.arange(len(owner)), torch.tensor(columns, dtype=torch.long)] = True
+    pos = owner.tolist()
+    return {
+        "embeddings": {m: torch.cat([embeddings[m], *extra_embs[m]]) for m in model.modalities},
+        "present": torch.cat([dataset.present, more]),
+        "ids": dataset.ids + [dataset.ids[i] for i in pos],
+        "labels": dataset.labels + [dataset.labels[i] for i in pos],
+        "facts": dataset.facts + [dataset.facts[i] for i in pos],
+        "values": {m: k + [k[i] for i in pos] for m, k in keys.items() if m not in dataset.view_count},
+        "groups": torch.cat([torch.arange(len(dataset)), owner]),
+    }
+
+
 def _relevance(cfg: EvalConfig, dataset: Dataset) -> str:
     if cfg.relevance != "auto":
         return cfg.relevance
@@ -241,22 +294,19 @@ def evaluate(
         "zero_shot": {"task/target": {"accuracy", "n"}}, "joint_facts": ..., "relevance": ...,
         "joint_similarity": ..., "n_items": N}``, and for ``builtin:xor`` data ``"xor_pick"`` (see
         :func:`xor_pick_metrics`). Where relevance is "the same item", targets whose prepared value is
-        identical to the query item's own count as relevant too (:meth:`Dataset.value_keys`).
+        identical to the query item's own count as relevant too (:meth:`Dataset.value_keys`). Every value
+        of a multi-valued modality is a query and a candidate of its own; any of an item's values is
+        relevant, and its queries add ``mrv`` (Mean Rank Variance) to their pair's metrics.
     """
     cfg = cfg or model.config.eval
     embeddings, present = embed_dataset(model, dataset, cfg.batch_size)
     relevance = _relevance(cfg, dataset)
     retrieval = evaluate_retrieval(
-        embeddings,
-        present,
-        ids=dataset.ids,
-        labels=dataset.labels,
-        facts=dataset.facts,
+        **_with_views(model, dataset, embeddings, cfg.batch_size),
         fact_specs=dataset.fact_specs,
         relevance=relevance,
         similarity=model.joint_similarity,
         joint=cfg.joint,
-        values=dataset.value_keys(),
     )
     ref = None
     if reference is not None:
@@ -285,16 +335,11 @@ def validation_metrics(model: OmniModel, dataset: Dataset, cfg: EvalConfig) -> d
     """
     embeddings, present = embed_dataset(model, dataset, cfg.batch_size)
     retrieval = evaluate_retrieval(
-        embeddings,
-        present,
-        ids=dataset.ids,
-        labels=dataset.labels,
-        facts=dataset.facts,
+        **_with_views(model, dataset, embeddings, cfg.batch_size),
         fact_specs=dataset.fact_specs,
         relevance=_relevance(cfg, dataset),
         similarity=model.joint_similarity,
         joint=cfg.joint,
-        values=dataset.value_keys(),
     )
     out: dict[str, float] = {}
     pairs = [v["r@1"] for k, v in retrieval.items() if "+" not in k]

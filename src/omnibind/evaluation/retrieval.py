@@ -189,6 +189,38 @@ def _summarise(ranks: Tensor, ks: Sequence[int]) -> dict[str, float]:
     return out
 
 
+def mean_rank_variance(ranks: Tensor, groups: Tensor) -> float:
+    """Mean Rank Variance (MRV), the 1-to-K paper's consistency measure across an item's values.
+
+    For every item with at least 2 queries (its several values of a multi-valued modality, each used as a
+    query), take the population variance (divide by the count) of the 1-based ranks of the first relevant
+    target over those queries; MRV is the mean of these variances over such items. 0 means every value of
+    an item finds its target at the same rank; queries with rank 0 (nothing relevant) are left out.
+
+    Inputs:
+        ranks: ``long[n]`` 1-based ranks (0: no relevant target); groups: ``long[n]``, each query's item.
+
+    Returns:
+        MRV, or NaN when no item has 2 ranked queries.
+
+    References:
+        Ma et al., "Improving the Consistency in Cross-Lingual Cross-Modal Retrieval with 1-to-K
+        Contrastive Learning", KDD 2024.
+
+    Example:
+        >>> mean_rank_variance(torch.tensor([1, 3, 2, 2, 5]), torch.tensor([0, 0, 1, 1, 2]))
+        0.5
+    """
+    keep = ranks > 0
+    ranks, groups = ranks[keep].double(), groups[keep]
+    variances = []
+    for g in torch.unique(groups):
+        r = ranks[groups == g]
+        if r.numel() >= 2:
+            variances.append(float(((r - r.mean()) ** 2).mean()))
+    return float(np.mean(variances)) if variances else float("nan")
+
+
 def rank_metrics(
     scores: Tensor,
     relevant: Tensor,
@@ -307,6 +339,7 @@ def evaluate_retrieval(
     ks: Sequence[int] = (1, 5, 10),
     ties: str = "pessimistic",
     values: Mapping[str, Sequence[Hashable | None]] | None = None,
+    groups: Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
     """Retrieval metrics for every ordered pair of modalities and every composed query.
 
@@ -327,6 +360,10 @@ def evaluate_retrieval(
         values: per modality, a key per item of its value (``None`` where absent): where relevance is
             "the same item", targets with a value identical to the query item's own count as well
             (:meth:`omnibind.data.dataset.Dataset.value_keys` makes them).
+        groups: ``long[N]`` or None: the item each row belongs to, where an item has several rows (the
+            further values of a multi-valued modality, each a row of its own with the item's id, so that
+            any of an item's values is relevant). A single-modality query whose items have several
+            rows adds ``mrv`` (:func:`mean_rank_variance`) to its metrics.
 
     Returns:
         ``{"q->t": metrics, "a+b->t": metrics, ...}``, each value as from :func:`rank_metrics`. Query
@@ -367,7 +404,12 @@ def evaluate_retrieval(
             scores = joint_scores([embeddings[m][rows] for m in query_mods], target_embs, similarity)
             relevant = codes[rows][:, None] == target_codes[None, :]  # [chunk, nt]
             ranks.append(_first_relevant_ranks(scores, relevant, ties))
-        metrics = _summarise(torch.cat(ranks), ks)
+        all_ranks = torch.cat(ranks)
+        metrics = _summarise(all_ranks, ks)
+        if groups is not None and len(query_mods) == 1:
+            mrv = mean_rank_variance(all_ranks, groups[query_idx])
+            if not np.isnan(mrv):
+                metrics["mrv"] = mrv
         if metrics["n"]:
             results["+".join(query_mods) + "->" + target] = metrics
     return results

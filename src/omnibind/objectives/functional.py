@@ -89,6 +89,17 @@ def connected_zero(tensors: Sequence[Tensor]) -> Tensor:
     return sum((t.sum() * 0.0 for t in tensors), start=tensors[0].new_zeros(()))
 
 
+def pair_indices(names: Sequence[str], pairs: str) -> list[tuple[int, int]]:
+    """The unordered modality pairs ``(i, j)`` of a pairwise loss: ``"all"`` pairs ``i < j``, or a star
+    ``(anchor, j)`` around the modality named ``pairs``."""
+    if pairs == "all":
+        return [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    if pairs in names:
+        anchor = list(names).index(pairs)
+        return [(anchor, j) for j in range(len(names)) if j != anchor]
+    raise ValueError(f"pairs must be 'all' or a modality name ({', '.join(names)}); got {pairs!r}")
+
+
 def pair_rows(present: Tensor, i: int, j: int) -> Tensor:
     """Indices ``[R]`` of the rows where modalities ``i`` and ``j`` are both present."""
     return torch.nonzero(present[:, i] & present[:, j]).flatten()

@@ -10,9 +10,11 @@ from omnibind.objectives.functional import (
     as_scale,
     connected_zero,
     diagonal_cross_entropy,
+    pair_indices,
     pair_rows,
     prepare,
 )
+from omnibind.objectives.multi_positive import multi_positive_infonce_loss
 from omnibind.types import Embeddings, LossOutput
 
 
@@ -68,13 +70,7 @@ def infonce_loss(
         4
     """
     names, tensors, mask = prepare(embeddings, present)
-    if pairs == "all":
-        unordered = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
-    elif pairs in names:
-        anchor = names.index(pairs)
-        unordered = [(anchor, j) for j in range(len(names)) if j != anchor]
-    else:
-        raise ValueError(f"pairs must be 'all' or a modality name ({', '.join(names)}); got {pairs!r}")
+    unordered = pair_indices(names, pairs)
 
     scale = as_scale(logit_scale, tensors[0])
     losses: list[Tensor] = []
@@ -116,7 +112,10 @@ class InfoNCE(Objective):
 
     Inputs:
         embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
-        generator: unused (the loss is deterministic); rows: ``bool[N]`` own rows (local loss) or None.
+        generator: unused (the loss is deterministic); rows: ``bool[N]`` own rows (local loss) or None;
+        groups: ``long[N]``, the item of each row when an item has several rows (several values of a
+        multi-valued modality), or None: then the loss is
+        :func:`~omnibind.objectives.multi_positive.multi_positive_infonce_loss`.
 
     Returns:
         LossOutput, as :func:`infonce_loss`.
@@ -147,5 +146,10 @@ class InfoNCE(Objective):
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
         rows: Tensor | None = None,
+        groups: Tensor | None = None,
     ) -> LossOutput:
+        if groups is not None:  # several rows per item (multi_positive: all): all of them positives
+            if rows is not None:
+                raise ValueError("groups= and rows= (local loss) cannot be combined")
+            return multi_positive_infonce_loss(embeddings, present, logit_scale, groups, pairs=self.pairs)
         return infonce_loss(embeddings, present, logit_scale, pairs=self.pairs, own=rows)

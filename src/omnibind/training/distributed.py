@@ -274,12 +274,18 @@ def objective_call(
     generator: torch.Generator | None,
     world: Dist,
     local_loss: bool,
+    groups: Tensor | None = None,
 ) -> Any:
     """Gather this rank's slice into the global batch and run the objective on it.
 
     With ``local_loss`` (and several processes) the objective is called with ``rows=own``: only this
-    rank's rows as queries, every gathered row as a candidate, and the global normalisation.
+    rank's rows as queries, every gathered row as a candidate, and the global normalisation. ``groups``
+    (``long[b]``, the item of each row: several values of one item, one process) goes to the objective.
     """
+    if groups is not None:
+        if world.enabled:
+            raise ValueError("groups (several values per item in a batch) need one process")
+        return objective(embeddings, present, logit_scale, generator=generator, groups=groups)
     embeddings, present, own = gather_batch(embeddings, present, world)
     if local_loss and own is not None:
         return objective(embeddings, present, logit_scale, generator=generator, rows=own)

@@ -112,6 +112,12 @@ def _check_distributed(cfg: RunConfig, objective: torch.nn.Module, world: distri
             f"objective.local_loss: objective '{cfg.objective.name}' takes no rows= argument, so it cannot "
             "compute a local loss; set objective.local_loss: false"
         )
+    multi = [name for name, spec in cfg.modalities.items() if spec.multi]
+    if multi and cfg.objective.multi_positive == "all" and (world.enabled or cfg.train.micro_batch_size):
+        raise OmnibindError(
+            "objective.multi_positive: all (every value of " + ", ".join(multi) + " in the batch) is not "
+            "supported under torchrun or with train.micro_batch_size yet; use multi_positive: sample"
+        )
 
 
 def parameter_line(model: OmniModel) -> str:
@@ -126,7 +132,8 @@ def _feature_cache(cfg: RunConfig, model: OmniModel, train_set: TrainData) -> Di
     ``DIR/train/features-<digest>``: the digest covers those encoders' weights and config, so another
     model.init or backbone gets its own folder."""
     where = resolve_cache(cfg.data.cache, len(train_set))
-    frozen = model.frozen_modalities()
+    # one row per item: a multi-valued modality's features are not cached
+    frozen = [m for m in model.frozen_modalities() if not cfg.modalities[m].multi]
     if not frozen or where in ("memory", "none") or not isinstance(train_set, LazyDataset):
         return None
     digest = hashlib.blake2b(digest_size=16)
@@ -213,10 +220,12 @@ def _train(
     step = loop.step
     local_loss = cfg.objective.local_loss and world.enabled
 
-    def loss_fn(embeddings: dict[str, torch.Tensor], present: torch.Tensor) -> Any:
+    def loss_fn(
+        embeddings: dict[str, torch.Tensor], present: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> Any:
         """The objective on the global batch (gathered from every rank under torchrun)."""
         return distributed.objective_call(
-            objective, embeddings, present, model.logit_scale, loop.generator, world, local_loss
+            objective, embeddings, present, model.logit_scale, loop.generator, world, local_loss, groups
         )
 
     events: list[Callback] = (
@@ -231,7 +240,14 @@ def _train(
     data_time = step_time = 0.0
     start_step = step
     steps = StepBatches(
-        train_set, tc.seed, plan.batch_size, plan.steps_per_epoch, plan.total, world.rank, world.world_size
+        train_set,
+        tc.seed,
+        plan.batch_size,
+        plan.steps_per_epoch,
+        plan.total,
+        world.rank,
+        world.world_size,
+        views=cfg.objective.multi_positive,
     )
     loader = step_loader(steps, step, plan.total, tc.workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
@@ -254,7 +270,8 @@ def _train(
                 embeddings = model.encode(batch)  # {modality: [b, D]}
             # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
             embeddings = {k: v.to(precision.dtype) for k, v in embeddings.items()}
-            out = loss_fn(embeddings, batch.present.to(device))
+            groups = None if batch.groups is None else batch.groups.to(device)  # multi_positive: all
+            out = loss_fn(embeddings, batch.present.to(device), groups)
             (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
         # the true gradient on every rank: averaged (each computed the whole loss) or summed (local)
         distributed.reduce_gradients(loop.parameters(), world, average=not local_loss)

@@ -120,6 +120,8 @@ class ModalityKind(abc.ABC):
 
     def __init__(self, options: Any | None = None) -> None:
         self.options = options if options is not None else self.Options()
+        # set from the modality's config (``multi: true``): a value may be a list of values of this kind
+        self.multi = False
 
     @abc.abstractmethod
     def load(self, value: Any, base_dir: Path | None) -> Any:
