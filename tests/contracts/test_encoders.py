@@ -12,6 +12,7 @@ import torch
 
 from omnibind.encoders import ENCODERS, Encoder, create_encoder, encoder_options
 from omnibind.errors import ConfigError
+from tests.encoders.backbones import TINY_CLIP, importorskip_backbone
 
 # A representative input shape per kind, small enough for a 2-core CPU.
 SHAPES: dict[str, tuple[int, ...]] = {
@@ -26,7 +27,16 @@ KNOWN_KINDS = set(SHAPES)
 TEXTS = ["a red circle", "Blue square, small!", "", "the green triangle on the left", "ünïcode wörds 42"]
 # Pretrained wrappers that load real weights are covered in tests/encoders/ instead.
 LOADS_WEIGHTS = {"minilm", "sentence_transformers"}
+# Wrappers of optional libraries (the backbones extra): skipped where the library does not import.
+NEEDS = {"timm": "timm", "open_clip": "open_clip"}
 TINY_OPTIONS: dict[str, dict[str, Any]] = {
+    # a ViT: timm's ResNets start each block's last batch norm at zero, so early convs get no gradient
+    "timm": {
+        "model": "vit_tiny_patch16_224",
+        "model_options": {"img_size": 16, "patch_size": 8, "depth": 1},
+        "freeze": False,
+    },
+    "open_clip": {"config": TINY_CLIP, "freeze": False, "tower": "image"},
     "efficientnet_lite0": {"freeze": False, "checkpoint": "none", "size": 32},
     "hf": {
         "freeze": False,
@@ -48,6 +58,8 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
 def _build(name: str, seed: int = 0) -> tuple[Encoder, Any]:
     if name in LOADS_WEIGHTS:
         pytest.skip(f"'{name}' loads real weights; see tests/encoders/")
+    if name in NEEDS:
+        importorskip_backbone(NEEDS[name])
     cls = ENCODERS.get(name)
     kind = cls.kinds[0]
     torch.manual_seed(seed)

@@ -24,6 +24,15 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+def batchnorm_eval(module: nn.Module) -> nn.Module:
+    """Put every batch norm of ``module`` in eval mode: running statistics, never the batch's, so a row's
+    output does not depend on the other rows (call it after ``module.train()``)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return module
+
+
 def blocks(module: nn.Module) -> list[nn.Module]:
     """The repeated blocks of ``module``: the longest ``nn.ModuleList`` inside it, else its children."""
     lists = [m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]

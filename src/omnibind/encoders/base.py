@@ -29,7 +29,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from omnibind.errors import ConfigError
 from omnibind.registry import Registry, nearest
@@ -122,6 +123,19 @@ def create_encoder(name: str, input_shape: tuple[int, ...], **options: Any) -> E
 def list_encoders() -> list[str]:
     """Names of every registered encoder."""
     return ENCODERS.names()
+
+
+def backbone_pixels(x: Tensor, size: tuple[int, int], mean: Tensor, std: Tensor, channels: int = 3) -> Tensor:
+    """Images ``[n, C, H, W]`` in ``[-1, 1]`` (as the image kind makes them) -> what a pretrained image
+    backbone wants: 1 channel repeated to ``channels``, resized to ``size`` (bilinear, antialiased),
+    normalised with ``mean`` / ``std`` (``[1, C, 1, 1]``, of pixels in ``[0, 1]``).
+
+    Returns ``[n, C, *size]``."""
+    if x.shape[1] == 1 and channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return ((x + 1) / 2 - mean) / std
 
 
 def check_rank(name: str, input_shape: tuple[int, ...], rank: int, layout: str) -> None:

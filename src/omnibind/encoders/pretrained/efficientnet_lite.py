@@ -20,13 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omnibind.encoders.adapt import batchnorm_eval, load_checkpoint
 from omnibind.encoders.adapt import freeze as freeze_module
-from omnibind.encoders.adapt import load_checkpoint
 from omnibind.encoders.adapt import unfreeze_last as unfreeze_last_blocks
-from omnibind.encoders.base import ENCODERS, Encoder, check_rank
+from omnibind.encoders.base import ENCODERS, Encoder, backbone_pixels, check_rank
 from omnibind.errors import ConfigError
 
 _NAME = "efficientnet_lite0"
@@ -81,9 +80,7 @@ class _Lite0Features(nn.Module):
 
     def train(self, mode: bool = True) -> _Lite0Features:
         super().train(mode)
-        for m in self.modules():  # ImageNet statistics, never the batch's (rows stay independent)
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
+        batchnorm_eval(self)  # ImageNet statistics, never the batch's (rows stay independent)
         return self
 
 
@@ -155,12 +152,8 @@ class EfficientNetLite0Encoder(Encoder):
             self.backbone = features
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(
-                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True
-            )
-        x = ((x + 1) / 2 - self.mean) / self.std  # [-1, 1] -> ImageNet-normalised [n, 3, S, S]
+        x = backbone_pixels(
+            x, (self.size, self.size), self.mean, self.std
+        )  # [n, 3, S, S], ImageNet-normalised
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             return self.backbone(x)
