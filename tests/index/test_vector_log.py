@@ -180,3 +180,31 @@ def test_bad_storage_refused(tmp_path, model_dir):
         SearchSettings(storage="int4")
     with pytest.raises(SearchError, match="rerank must be"):
         SearchSettings(rerank=0)
+
+
+def test_file_rows_reads_what_an_array_holds(tmp_path):
+    """The re-rank reader (pread, not a map) answers every index form the search uses like the array."""
+    x = _unit(300, seed=4)
+    path = tmp_path / "m.f32"
+    path.write_bytes(x.tobytes())
+    rows = vlog.FileRows(path, 300, D)
+    assert rows.shape == x.shape and len(rows) == 300
+    for key in (0, 299, -1, slice(10, 50), slice(None), np.array([5, 6, 7, 100, 2, 3]), np.array([], int)):
+        assert np.array_equal(rows[key], x[key]), key
+    with pytest.raises(IndexError):
+        rows[300]
+    with pytest.raises(IndexError):
+        rows[np.array([1, 300])]
+
+
+def test_quantized_storage_rereads_float32_rows_without_mapping_them(tmp_path, model_dir):
+    """With an int8 or float16 first stage the float32 file is read by ``pread``: a scattered shortlist
+    would otherwise map (and count as the process's own) page-cache folios around every row."""
+    ix = _index(tmp_path / "ix", model_dir, 500, storage="int8", exact_threshold=10)
+    s = ix.backend._sets["vec"]
+    assert isinstance(s.vectors, vlog.FileRows) and isinstance(s.codes, np.memmap)
+    x = _unit(500, seed=1)
+    assert np.array_equal(ix.backend.embedding("v7", "vec"), x[7])
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    assert not [m for m in maps if str(tmp_path) in m and m.rstrip().endswith("vec.f32")]
+    assert [m for m in maps if str(tmp_path) in m and m.rstrip().endswith("vec.i8")]
