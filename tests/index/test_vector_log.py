@@ -208,3 +208,27 @@ def test_quantized_storage_rereads_float32_rows_without_mapping_them(tmp_path, m
     maps = Path("/proc/self/maps").read_text().splitlines()
     assert not [m for m in maps if str(tmp_path) in m and m.rstrip().endswith("vec.f32")]
     assert [m for m in maps if str(tmp_path) in m and m.rstrip().endswith("vec.i8")]
+
+
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_search_batch_gives_the_hits_of_search(tmp_path, model_dir, storage):
+    """One matrix product for many queries (float32, exact scan) or one search each (int8): the same hits,
+    per-row k, deleted items left out, metadata and stop reasons included."""
+    ix = _index(tmp_path / "ix", model_dir, 3000, storage=storage)
+    ix.delete(["v3", "v10"])
+    queries = _unit(24, seed=9)
+    queries[0] = _unit(3000, seed=1)[3]  # the deleted item's own vector
+    ks = [10] * 12 + [1] * 6 + [25] * 6
+    batch = ix.search_batch(queries, "vec", ks)
+    for q, k, got in zip(queries, ks, batch, strict=True):
+        want = ix.search(q, target="vec", k=k)
+        assert [h.id for h in got.hits] == [h.id for h in want.hits]
+        np.testing.assert_allclose([h.score for h in got.hits], [h.score for h in want.hits], atol=1e-6)
+        assert [h.metadata for h in got.hits] == [h.metadata for h in want.hits]
+        assert (got.stopped_because, got.method) == (want.stopped_because, want.method)
+    assert "v3" not in {h.id for r in batch for h in r.hits}
+    with pytest.raises(SearchError, match="k must be"):
+        ix.search_batch(queries[:2], "vec", [10, 0])
+    with pytest.raises(SearchError, match="2 values for 3"):
+        ix.search_batch(queries[:3], "vec", [10, 10])
+    assert ix.search_batch(np.zeros((0, D), np.float32), "vec") == []

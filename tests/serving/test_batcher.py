@@ -85,7 +85,9 @@ def test_a_bad_value_fails_only_its_caller(model):
         got = _together(len(values), lambda i: batcher.submit("caption", values[i]).result(timeout=30))
     finally:
         batcher.close()
-    assert max(sizes) > 1  # the bad value shared a call with good ones, which were then retried alone
+    assert max(sizes) > 1  # the bad value shared a call with good ones, which were then retried
+    if len(sizes) > 1 and sizes[0] == len(values):  # all in one call: halved, not retried one by one
+        assert len(sizes) <= 2 * len(values).bit_length() + 1 and sorted(sizes)[-2] > 1
     bad = got.pop(7)
     assert type(bad) is type(alone.value) and str(bad) == str(alone.value)
     for text, vector in zip(TEXTS, got, strict=True):
@@ -208,6 +210,33 @@ def test_concurrent_searches_share_batches_and_a_bad_value_gets_its_400(clients)
     after = on.get("/v1/info").json()["batching"]
     assert after["wait_ms"] == 50 and after["max_batch"] == 64
     assert after["largest"] > 1 and after["values"] > before["values"]
+
+
+def test_plain_searches_are_embedded_and_ranked_together_by_the_batcher(clients):
+    """A plain search (one text, a target, nothing else) is answered by the batcher whole: one ranking
+    call for the batch's vectors, the hits of the unbatched server. A filtered one takes the general path."""
+    off, on = clients
+    batcher = on.app.state.service.batcher
+    real, ranked = batcher._search, []
+
+    def spy(target, vectors, ks):
+        ranked.append(len(vectors))
+        return real(target, vectors, ks)
+
+    batcher._search = spy
+    try:
+        bodies = [{"text": t, "target": "image", "k": 3 + i % 4} for i, t in enumerate(TEXTS)]
+        answers = _together(len(bodies), lambda i: on.post("/v1/search", json=bodies[i]))
+        for body, answer in zip(bodies, answers, strict=True):
+            _same_hits(off.post("/v1/search", json=body), answer)
+            assert len(answer.json()["hits"]) == body["k"]
+        assert sum(ranked) == len(bodies) and max(ranked) > 1
+        count = len(ranked)
+        filtered = {"text": TEXTS[0], "target": "image", "k": 5, "min_score": -1.0}
+        _same_hits(off.post("/v1/search", json=filtered), on.post("/v1/search", json=filtered))
+        assert len(ranked) == count  # not plain: searched in a worker thread
+    finally:
+        batcher._search = real
 
 
 def test_embed_route_reports_the_bad_value(clients):

@@ -538,6 +538,37 @@ class Index:
             has = f"the items of this index have: {listed}" if known else "no item of this index has metadata"
             raise SearchError(f"unknown metadata key '{key}' in the filter{nearest(key, known)}; {has}")
 
+    def search_batch(
+        self, vectors: np.ndarray, target: str, k: int | Sequence[int] = 10
+    ) -> list[SearchResult]:
+        """``search(vector, target, k)`` for each row of ``vectors [Q, D]``, many at once.
+
+        Why: a local index that scans exactly (at most ``exact_threshold`` vectors in ``target``, float32
+        storage) ranks the whole batch with one blocked matrix product, which costs about what two or three
+        single scans do; a server answering concurrent queries uses it. Elsewhere (a graph, a quantized
+        first stage, Qdrant) each row is one :meth:`search`. ``k`` is one value or one per row. The hits
+        are those of :meth:`search` (scores equal to float32 rounding: the product sums in another order).
+        """
+        self._check_modality(target, "target modality")
+        qs = np.stack([check_vector(v, self.dim) for v in np.asarray(vectors)]) if len(vectors) else None
+        ks = [k] * len(vectors) if isinstance(k, (int, np.integer)) else list(k)
+        if len(ks) != len(vectors):
+            raise SearchError(f"k: {len(ks)} values for {len(vectors)} query vectors")
+        for one in ks:
+            if isinstance(one, bool) or not isinstance(one, (int, np.integer)) or not 1 <= one <= MAX_K:
+                raise SearchError(f"k must be an integer from 1 to {MAX_K}, got {one!r}")
+        if qs is None:
+            return []
+        lists = self.backend.search_batch(qs, target, max(ks))
+        if lists is None:
+            return [self.search(q, target=target, k=one) for q, one in zip(qs, ks, strict=True)]
+        out = []
+        for ranked, one in zip(lists, ks, strict=True):
+            ranked = ranked[:one]
+            keep, why = adaptive_cut([score for _, score, _ in ranked], one, None, None)
+            out.append(SearchResult([Hit(i, sc, target, md) for i, sc, md in ranked[:keep]], why, "exact"))
+        return out
+
     def search_many(self, vectors: np.ndarray, target: str, k: int = 10) -> list[list[tuple[str, float]]]:
         """Exact top-``k`` for a batch of raw query vectors ``[Q, D]`` against one target (batched
         matrix products); returns per query ``[(id, score), ...]`` best first."""

@@ -210,6 +210,12 @@ class VectorSet:
             self._hnsw_add(np.arange(old, self.n))
 
     @property
+    def scans_exactly(self) -> bool:
+        """Whether an unfiltered search scores every row with its float32 vector (no graph, no quantized
+        first stage): then :meth:`search_many` ranks as :meth:`search` does, many queries at once."""
+        return self.codes is None and self.hnsw is None and not self.wants_hnsw
+
+    @property
     def wants_hnsw(self) -> bool:
         """Whether searches should go through the graph (more live rows than ``exact_threshold``, and no
         quantized first stage, which replaces the graph)."""
@@ -337,14 +343,13 @@ class VectorSet:
 
     def search_many(self, queries: np.ndarray, k: int, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` for a batch ``[Q, D]`` by blocked matrix products (torch threads): ``[Q, k]`` twice."""
-        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))  # [Q, D]
+        q = np.ascontiguousarray(queries, dtype=np.float32)  # [Q, D]
         best_v = torch.full((q.shape[0], 0), -math.inf)
         best_i = torch.zeros((q.shape[0], 0), dtype=torch.long)
         for start in range(0, self.n, block):
             stop = min(start + block, self.n)
-            chunk = np.asarray(self.vectors[start:stop], np.float32)
-            chunk = chunk if chunk.flags.writeable else chunk.copy()  # torch refuses read-only memory maps
-            scores = q @ torch.from_numpy(chunk).T  # [Q, block]
+            # numpy's product reads a read-only memory map in place (torch would need a copy of the block)
+            scores = torch.from_numpy(q @ np.asarray(self.vectors[start:stop], np.float32).T)  # [Q, block]
             if self.dead:
                 scores[:, torch.from_numpy(~self.alive[start:stop])] = -math.inf
             v, i = torch.topk(scores, min(k, stop - start), dim=1)

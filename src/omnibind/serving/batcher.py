@@ -10,8 +10,13 @@ calls ``embed(values, modality)`` once per modality under ``torch.no_grad``. Giv
 requests being answered), it does not wait when every one of them is already waiting: a lone request
 goes at once instead of paying ``wait_ms`` for company that cannot come.
 
-A value that makes its group's call fail must not fail the others: the group is then embedded one value
-at a time, so each caller gets its own vector or its own exception (the type ``embed`` raised).
+A value that makes its group's call fail must not fail the others: the group is then split in halves until
+each caller gets its own vector or its own exception (the type ``embed`` raised).
+
+A value may come with a search (``submit(m, value, search=(target, k))``): the batcher then also ranks,
+in its own thread, all the batch's vectors bound for one target with one ``search(target, vectors, ks)``
+call (a blocked matrix product over the index instead of one scan per query), and the caller's future
+holds that call's answer for it. The request then needs no second trip through a worker thread.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from torch import Tensor
 from omnibind.serving.errors import ApiError
 
 Embed = Callable[[list[Any], str], Tensor]  # (values, modality) -> [n, D], e.g. OmniModel.embed
+# (target, vectors [n, D], ks [n]) -> one answer per row (a search response), e.g. Service.search_rows
+Search = Callable[[str, np.ndarray, list[int]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ class BatchStats:
 class _Waiting:
     modality: str
     value: Any
-    answer: Future[np.ndarray]
+    answer: Future[Any]
+    search: tuple[str, int] | None = None  # (target, k): answer with the search, not the vector
 
 
 class Batcher:
@@ -64,6 +72,8 @@ class Batcher:
         max_batch: the most values taken at once; when this many wait, they go without waiting longer.
         in_flight: the number of requests being answered (those waiting here included); the first value
             waits only while there are more of them than values waiting. None: it always waits.
+        search: ``(target, vectors [n, D], ks) -> answers``, called from the batcher's thread for the
+            values submitted with a search; None: such values are refused.
 
     Example:
         >>> import torch
@@ -74,7 +84,12 @@ class Batcher:
     """
 
     def __init__(
-        self, embed: Embed, wait_ms: float, max_batch: int, in_flight: Callable[[], int] | None = None
+        self,
+        embed: Embed,
+        wait_ms: float,
+        max_batch: int,
+        in_flight: Callable[[], int] | None = None,
+        search: Search | None = None,
     ) -> None:
         if not wait_ms > 0 or max_batch < 1:
             raise ValueError(f"wait_ms must be > 0 and max_batch >= 1, got {wait_ms} and {max_batch}")
@@ -82,6 +97,7 @@ class Batcher:
         self.wait_s = wait_ms / 1000
         self.max_batch = max_batch
         self._in_flight = in_flight
+        self._search = search
         self._cond = threading.Condition()
         self._waiting: deque[_Waiting] = deque()
         self._closed = False
@@ -89,15 +105,18 @@ class Batcher:
         self._stats = BatchStats()
 
     # ---- callers ---------------------------------------------------------------------------------
-    def submit(self, modality: str, value: Any) -> Future[np.ndarray]:
-        """Queue one value; the future holds its unit vector ``float32[D]`` or the exception it raised."""
-        answer: Future[np.ndarray] = Future()
+    def submit(self, modality: str, value: Any, search: tuple[str, int] | None = None) -> Future[Any]:
+        """Queue one value; the future holds its unit vector ``float32[D]`` (with ``search=(target, k)``:
+        the answer of the search for it) or the exception it raised."""
+        if search is not None and self._search is None:
+            raise ValueError("this batcher was made without a search function")
+        answer: Future[Any] = Future()
         with self._cond:
             if self._closed:
                 raise ApiError(503, "the server is shutting down; retry on another instance")
             if self._thread is None:  # started on first use, so an app whose lifespan never ran works too
                 self._start_thread()
-            self._waiting.append(_Waiting(modality, value, answer))
+            self._waiting.append(_Waiting(modality, value, answer, search))
             self._cond.notify()
         return answer
 
@@ -139,8 +158,10 @@ class Batcher:
                 groups: dict[str, list[_Waiting]] = {}
                 for waiting in batch:
                     groups.setdefault(waiting.modality, []).append(waiting)
+                searches: list[tuple[_Waiting, np.ndarray]] = []
                 for modality, group in groups.items():
-                    self._answer(modality, group)
+                    searches += self._answer(modality, group)
+                self._rank(searches)
 
     def _take(self) -> list[_Waiting] | None:
         """The next batch: the first waiting value and those that arrive within ``wait_s`` of taking it
@@ -160,20 +181,48 @@ class Batcher:
     def _others_coming(self) -> bool:
         return self._in_flight is None or self._in_flight() > len(self._waiting)
 
-    def _answer(self, modality: str, group: list[_Waiting]) -> None:
-        try:
-            rows = self._rows(modality, [w.value for w in group])
-        except Exception:  # noqa: BLE001 - which value failed is unknown: ask each alone below
-            rows = None
-        if rows is not None:
-            for waiting, row in zip(group, rows, strict=True):
+    def _answer(self, modality: str, group: list[_Waiting]) -> list[tuple[_Waiting, np.ndarray]]:
+        """Embed a group; answer those that wanted a vector, return those that want a search."""
+        rows = self._embed_or_split(modality, group)
+        searches = []
+        for waiting, row in zip(group, rows, strict=True):
+            if row is None:
+                continue
+            if waiting.search is None:
                 waiting.answer.set_result(row)
-            return
-        for waiting in group:
+            else:
+                searches.append((waiting, row))
+        return searches
+
+    def _embed_or_split(self, modality: str, group: list[_Waiting]) -> list[np.ndarray | None]:
+        """One row per value, None where the value failed (its caller then has the exception). A failed
+        call is split in halves, so one bad value costs about log2(n) extra calls, not n."""
+        try:
+            return list(self._rows(modality, [w.value for w in group]))
+        except Exception as exc:  # noqa: BLE001 - which value failed is unknown: halve the group
+            if len(group) == 1:
+                group[0].answer.set_exception(exc)  # handed to its caller, who raises it
+                return [None]
+        half = len(group) // 2
+        return self._embed_or_split(modality, group[:half]) + self._embed_or_split(modality, group[half:])
+
+    def _rank(self, searches: list[tuple[_Waiting, np.ndarray]]) -> None:
+        """One ``search`` call per target for the embedded values that came with a search."""
+        by_target: dict[str, list[tuple[_Waiting, np.ndarray]]] = {}
+        for waiting, row in searches:
+            assert waiting.search is not None
+            by_target.setdefault(waiting.search[0], []).append((waiting, row))
+        for target, group in by_target.items():
+            assert self._search is not None
             try:
-                waiting.answer.set_result(self._rows(modality, [waiting.value])[0])
-            except Exception as exc:  # noqa: BLE001 - handed to its caller, who raises it
-                waiting.answer.set_exception(exc)
+                vectors = np.stack([row for _, row in group])
+                answers = self._search(target, vectors, [w.search[1] for w, _ in group])  # type: ignore[index]
+            except Exception as exc:  # noqa: BLE001 - the same failure for each caller of the group
+                for waiting, _ in group:
+                    waiting.answer.set_exception(exc)
+                continue
+            for (waiting, _), answer in zip(group, answers, strict=True):
+                waiting.answer.set_result(answer)
 
     def _rows(self, modality: str, values: list[Any]) -> np.ndarray:
         """``float32[n, D]`` for ``n`` values, counted in the stats."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
+from concurrent.futures import Future
 from typing import Any
 
 from fastapi import Request
@@ -101,6 +103,48 @@ def read_query(service: Service, req: s.SearchRequest, uploads: list[Upload]) ->
     if service.batcher is None or not model.config.model.normalize:
         return query
     return _embedded(service.batcher, query)
+
+
+async def plain_answer(service: Service, req: s.SearchRequest) -> dict[str, Any] | None:
+    """The ``SearchResponse`` body of a plain search (:func:`plain_search`) from the batcher; None when
+    the request is not plain. A value the encoder refuses gets the 400 of the general path."""
+    answer = plain_search(service, req)
+    if answer is None:
+        return None
+    try:
+        return await asyncio.wrap_future(answer)
+    except (ValueError, OSError) as exc:  # from the encoder: what Index.query_vector turns into this
+        modality = next(iter(req.values), None) or service.text_modality()
+        raise SearchError(f"query value for '{modality}' cannot be used: {exc}") from None
+
+
+def plain_search(service: Service, req: s.SearchRequest) -> Future[dict[str, Any]] | None:
+    """With batching on, hand a plain search to the batcher whole and return its future (on the event
+    loop: no worker thread). Plain: one raw JSON value (``text`` or ``values``), a ``target``, no
+    filter, adaptive cut, vectors, media, "more like this" or items; the model loaded and normalising.
+    The batcher embeds it with the others and ranks them together (``Service.search_rows``), so the
+    hits are those of ``run_search``. None: not plain, answer it the general way."""
+    if (
+        service.batcher is None
+        or not service.model_ready
+        or req.target is None
+        or req.where
+        or req.min_score is not None
+        or req.max_gap is not None
+        or req.include_items
+        or req.media
+        or req.vectors
+        or req.like is not None
+        or req.like_modality is not None
+        or len(req.values) + (req.text is not None) != 1
+        or not service.index.model.config.model.normalize
+    ):
+        return None
+    if not 1 <= req.k <= service.settings.max_k:
+        raise ApiError(400, f"k must be an integer from 1 to {service.settings.max_k}, got {req.k}")
+    service.modality(req.target, "target modality")
+    ((modality, value),) = service.query(req, {}).values.items()
+    return service.batcher.submit(modality, value, search=(req.target, req.k))
 
 
 def _embedded(batcher: Batcher, query: Query) -> Query:

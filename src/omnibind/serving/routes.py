@@ -18,7 +18,15 @@ from fastapi.responses import Response
 from omnibind.serving import schemas as s
 from omnibind.serving.errors import ERRORS, ApiError
 from omnibind.serving.media import sniff
-from omnibind.serving.queries import SEARCH_BODY, Upload, read_query, run_embed, run_search, search_input
+from omnibind.serving.queries import (
+    SEARCH_BODY,
+    Upload,
+    plain_answer,
+    read_query,
+    run_embed,
+    run_search,
+    search_input,
+)
 from omnibind.serving.service import Service
 
 
@@ -58,6 +66,8 @@ async def _search(service: Service, request: Request) -> dict[str, Any]:
     in_thread = anyio.to_thread.run_sync
     if service.batcher is None:  # one worker slot for decoding, embedding and searching
         return await in_thread(_read_and_search, service, req, uploads, limiter=service.workers)
+    if not uploads and (plain := await plain_answer(service, req)) is not None:
+        return plain  # embedded and ranked by the batcher, with the others: no worker thread
     # batching: a request waiting for the batcher must not hold one of the few `workers` slots
     query = await in_thread(read_query, service, req, uploads, limiter=service.encoding)
     return await in_thread(run_search, service, req, query, limiter=service.workers)

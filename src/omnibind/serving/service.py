@@ -6,6 +6,7 @@ import base64
 import binascii
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -69,10 +70,13 @@ class Service:
         self._model_lock = threading.Lock()
         self.in_flight = 0  # search and embed requests being answered (changed on the event loop only)
         self.batcher: Batcher | None = None
+        self.model_ready = False  # set by the first model(): until then requests load it in a thread
         self.encoding = self.workers
         if settings.batch_wait_ms > 0:
             wait, most = settings.batch_wait_ms, settings.max_batch
-            self.batcher = Batcher(self._embed_now, wait, most, in_flight=lambda: self.in_flight)
+            self.batcher = Batcher(
+                self._embed_now, wait, most, in_flight=lambda: self.in_flight, search=self.search_rows
+            )
             # requests decoding and waiting for the batcher: a request waiting in a `workers` slot would
             # cap every batch at `workers` values; the encoder's CPU is the batcher's one thread
             self.encoding = anyio.CapacityLimiter(settings.max_batch)
@@ -99,7 +103,17 @@ class Service:
         with self._model_lock:
             model = self.index.model
             model.eval()
+            self.model_ready = True
             return model
+
+    def search_rows(self, target: str, vectors: np.ndarray, ks: list[int]) -> list[dict[str, Any]]:
+        """``SearchResponse`` bodies for query vectors ``[n, D]`` of one target, ranked together
+        (``Index.search_batch``) under the read lock; ``took_ms`` is the whole batch's search."""
+        with self.lock.read():
+            start = time.perf_counter()
+            results = self.index.search_batch(vectors, target, ks)
+            took = (time.perf_counter() - start) * 1000
+        return [r.to_json(took) for r in results]
 
     def _embed_now(self, values: list[Any], modality: str) -> Any:
         return self.model().embed(values, modality)

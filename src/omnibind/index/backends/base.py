@@ -110,6 +110,12 @@ class Backend(Protocol):
         """Exact top-``k`` of each query of ``vectors [Q, D]`` in ``target``: ``[(id, score)]`` per query."""
         ...
 
+    def search_batch(self, vectors: np.ndarray, target: str, k: int) -> list[Ranked] | None:
+        """The ``search`` of each query of ``vectors [Q, D]`` in ``target`` (no filter, nothing left out)
+        in one pass, when the backend can rank them exactly as ``search`` would; None when it cannot (the
+        caller then searches one query at a time)."""
+        ...
+
     def prepare(self) -> None:
         """Build whatever the first search would otherwise build (a server calls this at start)."""
         ...

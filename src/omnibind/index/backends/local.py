@@ -341,6 +341,23 @@ class LocalBackend:
             ]
         return out, method
 
+    def search_batch(self, vectors: np.ndarray, target: str, k: int) -> list[Ranked] | None:
+        self._look()
+        s = self._sets[target]
+        if not s.scans_exactly:
+            return None
+        if s.n == 0 or s.live == 0:
+            return [[] for _ in range(len(vectors))]
+        items, scores = s.search_many(vectors, k)
+        return [
+            [
+                (self._id_at(p).decode("utf-8"), float(v), self._metadata_at(p))
+                for p, v in zip(row_i, row_s, strict=True)
+                if np.isfinite(v)
+            ]
+            for row_i, row_s in zip(items.tolist(), scores.tolist(), strict=True)
+        ]
+
     def search_many(self, vectors: np.ndarray, target: str, k: int) -> list[list[tuple[str, float]]]:
         self._look()
         items, scores = self._sets[target].search_many(vectors, k)

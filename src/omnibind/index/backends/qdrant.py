@@ -453,6 +453,9 @@ class QdrantBackend:
 
         return None if self.where.path is not None else models.SearchParams(exact=True)
 
+    def search_batch(self, vectors: np.ndarray, target: str, k: int) -> list[Ranked] | None:
+        return None  # the server answers each query (Qdrant batches on its side)
+
     def search_many(self, vectors: np.ndarray, target: str, k: int) -> list[list[tuple[str, float]]]:
         from qdrant_client import models
 
