@@ -559,6 +559,8 @@ class Index:
                 raise SearchError(f"k must be an integer from 1 to {MAX_K}, got {one!r}")
         if qs is None:
             return []
+        if len(qs) == 1:  # a lone query: the single-vector scan is the faster loop
+            return [self.search(qs[0], target=target, k=ks[0])]
         lists = self.backend.search_batch(qs, target, max(ks))
         if lists is None:
             return [self.search(q, target=target, k=one) for q, one in zip(qs, ks, strict=True)]
