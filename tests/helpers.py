@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from omnibind.training.callbacks import Callback
+
 # every objective the exactness tests (GradCache, torchrun) cover, as objective config sections
 EXACTNESS_OBJECTIVES = {
     "infonce-all": {"name": "infonce"},
@@ -87,3 +89,14 @@ def kill_tree(root: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+class Crash(Callback):
+    """Stops a training run with ``KeyboardInterrupt`` after step ``at`` (a crash to resume from)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step(self, step: int, logs: dict) -> None:
+        if step == self.at:
+            raise KeyboardInterrupt("simulated crash")

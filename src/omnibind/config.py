@@ -166,6 +166,26 @@ class ModelConfig:
 
 
 @dataclass
+class HardNegativesConfig:
+    """Hard negatives mined from the current model (``objective.hard_negatives``).
+
+    At the start of epochs ``mine_every``, ``2 * mine_every``, ... every training item is embedded with
+    the model as it is, and each item's ``k`` nearest other items (for each pair of modalities the
+    objective trains on: the nearest ``b`` values to its ``a`` value, MM-Embed style; not the item
+    itself, nor an item sharing an identical value with it) become its hard negatives until the next
+    round: they join the candidates of every batch the item is in. The first ``mine_every`` epochs
+    train without them. See ``omnibind.training.mining``.
+
+    Attributes:
+        mine_every: epochs between mining rounds (and before the first).
+        k: hard negatives per item.
+    """
+
+    mine_every: int = 1
+    k: int = 2
+
+
+@dataclass
 class ObjectiveConfig:
     """The training objective.
 
@@ -179,12 +199,15 @@ class ObjectiveConfig:
             item's values per step (the same one on every process: it depends on seed, epoch and item
             id); ``all`` puts every value of the item in the batch as a positive of a multi-positive
             InfoNCE (1-to-K; DreamLIP's sub-captions), objective ``infonce`` only.
+        hard_negatives: mine hard negatives from the current model (:class:`HardNegativesConfig`), or
+            ``None`` (default: none, unless the manifest has a ``negatives`` column).
     """
 
     name: str = "infonce"
     options: dict[str, Any] = field(default_factory=dict)
     local_loss: bool = False
     multi_positive: str = "sample"
+    hard_negatives: HardNegativesConfig | None = None
 
 
 @dataclass
@@ -343,6 +366,8 @@ class RunConfig:
             out["objective"]["local_loss"] = True
         if self.objective.multi_positive != "sample":
             out["objective"]["multi_positive"] = self.objective.multi_positive
+        if self.objective.hard_negatives is not None:
+            out["objective"]["hard_negatives"] = dataclasses.asdict(self.objective.hard_negatives)
         if self.task is None:
             del out["task"]
         return out
@@ -482,11 +507,15 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     if not isinstance(local_loss, bool):
         raise ConfigError(f"objective.local_loss must be true or false, got {local_loss!r}")
     multi_positive = obj_raw.pop("multi_positive", "sample")
+    hard = obj_raw.pop("hard_negatives", None)
     objective = ObjectiveConfig(
         name=str(obj_raw.pop("name", "infonce")),
         options=obj_raw,
         local_loss=local_loss,
         multi_positive=multi_positive,
+        hard_negatives=None
+        if hard is None
+        else _section("objective.hard_negatives", hard, HardNegativesConfig),
     )
     ev_raw = dict(raw.get("eval") or {})
     zs = ev_raw.pop("zero_shot", []) or []
@@ -513,6 +542,17 @@ def _check_multi_positive(cfg: RunConfig) -> None:
         raise ConfigError(
             f"objective.multi_positive: all is a multi-positive InfoNCE; objective '{cfg.objective.name}' "
             "takes one value per modality: use multi_positive: sample, or objective infonce"
+        )
+    hard = cfg.objective.hard_negatives
+    if hard is None:
+        return
+    for key in ("mine_every", "k"):
+        if getattr(hard, key) < 1:
+            raise ConfigError(f"objective.hard_negatives.{key} must be at least 1, got {getattr(hard, key)}")
+    if mode == "all":
+        raise ConfigError(
+            "objective.hard_negatives with multi_positive: all (several rows per item) is not supported; "
+            "use multi_positive: sample"
         )
 
 

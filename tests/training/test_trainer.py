@@ -18,9 +18,8 @@ from safetensors.torch import load_file
 
 from omnibind.config import config_from_dict
 from omnibind.errors import DataError, OmnibindError
-from omnibind.training.callbacks import Callback
 from omnibind.training.trainer import train
-from tests.helpers import tiny_shapes_config
+from tests.helpers import Crash, tiny_shapes_config
 
 
 def _cfg(**train_opts: object):
@@ -35,15 +34,6 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-
-
-class _Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step(self, step: int, logs: dict) -> None:
-        if step == self.at:
-            raise KeyboardInterrupt("simulated crash")
 
 
 def test_same_seed_same_weights_and_run_layout(tmp_path: Path) -> None:
@@ -61,7 +51,7 @@ def test_same_seed_same_weights_and_run_layout(tmp_path: Path) -> None:
 def test_resume_after_a_crash_reaches_the_same_weights(tmp_path: Path) -> None:
     train(_cfg(), tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(checkpoint_every=2), tmp_path / "crashed", callbacks=[_Crash(at=7)])
+        train(_cfg(checkpoint_every=2), tmp_path / "crashed", callbacks=[Crash(at=7)])
     assert not (tmp_path / "crashed" / "model").exists()
     train(_cfg(checkpoint_every=2), tmp_path / "crashed", resume=True)
     _assert_same(_weights(tmp_path / "full"), _weights(tmp_path / "crashed"))

@@ -12,6 +12,25 @@ BatchValue = Tensor | list[str]
 
 
 @dataclass
+class NegativeRows:
+    """Says that the last ``count`` rows of a batch are hard negatives of its items: candidates only.
+
+    Attributes:
+        count: how many rows, at the end of the batch, are hard negatives (this process's share of the
+            step's negatives).
+        width: the negative columns each process contributes to the gathered step (the largest
+            ``count`` among the processes; each pads its own to it); with one process, ``count``.
+        allowed: ``bool[B_global, world * width]``: negative column ``c`` may be scored against row ``n``
+            of the global batch (False for padding and where the negative is an exact duplicate of the
+            row's item).
+    """
+
+    count: int
+    width: int
+    allowed: Tensor
+
+
+@dataclass
 class Batch:
     """A mini-batch over ``B`` items and ``M`` modalities.
 
@@ -33,6 +52,8 @@ class Batch:
             (``objective.multi_positive: all``): then rows after the batch's items are the items' further
             values (present in that modality only), and ``groups`` is the dataset position of the item
             each row belongs to (rows of one item are positives of one another).
+        negatives: set when the batch ends with hard-negative items of its other rows (training with
+            hard negatives), else ``None``.
     """
 
     ids: list[str]
@@ -45,6 +66,7 @@ class Batch:
     skipped: list[Any] = field(default_factory=list)
     items: Tensor | None = None
     groups: Tensor | None = None
+    negatives: NegativeRows | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,6 +109,7 @@ class Batch:
             self.skipped,
             self.items,
             self.groups,
+            self.negatives,
         )
 
     def column(self, modality: str) -> Tensor:

@@ -6,6 +6,8 @@ Columns:
     split       optional ``train`` / ``val`` / ``test``.
     facts       optional JSON object (in CSV a JSON string) of ground-truth facts.
     metadata    optional JSON object; columns named ``meta.<key>`` are added to it as ``<key>``.
+    negatives   optional list of item ids: the item's hard negatives in training (in CSV a JSON list or
+                ids separated by ``|``); training checks that each is a training item.
     <modality>  every other column must be a declared modality. A modality is absent from a row when its
                 key is missing, null, an empty string or NaN (an empty CSV/Parquet cell), or an empty list.
                 A modality declared ``multi: true`` may hold a list of values (several captions of one
@@ -32,7 +34,7 @@ from omnibind.data.record import Record
 from omnibind.errors import DataError
 from omnibind.registry import nearest
 
-RESERVED = ("id", "label", "split", "facts", "metadata")
+RESERVED = ("id", "label", "split", "facts", "metadata", "negatives")
 META_PREFIX = "meta."
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _NOT_A_MANIFEST = "not a JSONL/CSV/Parquet manifest"
@@ -129,17 +131,23 @@ def _check_columns(row: dict[str, Any], declared: list[str] | None, source: str,
         )
 
 
+def _id_text(raw_id: Any) -> str:
+    """An id as a string: ``3.0`` (a CSV or Parquet number) is ``"3"``."""
+    return str(int(raw_id)) if isinstance(raw_id, float) and raw_id.is_integer() else str(raw_id)
+
+
 def _to_record(row: dict[str, Any], source: str, line: int, base_dir: Path) -> Record:
     raw_id = row.get("id")
     if is_absent(raw_id):
         raise DataError("expected an 'id' in every row, found none", source=source, line=line, modality="id")
-    rid = str(int(raw_id)) if isinstance(raw_id, float) and raw_id.is_integer() else str(raw_id)
+    rid = _id_text(raw_id)
 
     def fail(message: str, field: str) -> DataError:
         return DataError(message, source=source, line=line, record_id=rid, modality=field)
 
     facts = _json_object(row.get("facts"), "facts", fail)
     metadata = _json_object(row.get("metadata"), "metadata", fail) or {}
+    negatives = _id_list(row.get("negatives"), fail)
     values: dict[str, Any] = {}
     for key, value in row.items():
         if key in RESERVED or is_absent(value) or _empty_list(value):
@@ -162,7 +170,30 @@ def _to_record(row: dict[str, Any], source: str, line: int, base_dir: Path) -> R
         source=source,
         line=line,
         base_dir=base_dir,
+        negatives=negatives,
     )
+
+
+def _id_list(value: Any, fail: Any) -> list[str] | None:
+    """The ``negatives`` column: a list of ids (in CSV a JSON list or ``a|b|c``); None when empty."""
+    if is_absent(value):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise fail(
+                    f"expected 'negatives' to be a JSON list of ids, got {text[:60]!r}", "negatives"
+                ) from None
+        else:
+            value = [part.strip() for part in text.split("|") if part.strip()]
+    if not isinstance(value, (list, tuple)) or any(
+        isinstance(v, (bool, dict, list)) or is_absent(v) for v in value
+    ):
+        raise fail(f"expected 'negatives' to be a list of item ids, got {value!r:.80}", "negatives")
+    return [_id_text(v) for v in value] or None
 
 
 def _empty_list(value: Any) -> bool:

@@ -23,6 +23,8 @@ class Record:
         source: where the record came from (manifest path or ``builtin:NAME``), for error messages.
         line: 1-based line or row number in ``source``.
         base_dir: folder that relative file paths are resolved against.
+        negatives: ids of the item's hard negatives (the manifest's ``negatives`` column), or ``None``;
+            training adds them to the candidates of the item's batches (``omnibind.data.negatives``).
     """
 
     id: str
@@ -34,3 +36,4 @@ class Record:
     source: str | None = None
     line: int | None = None
     base_dir: Path | None = None
+    negatives: list[str] | None = None

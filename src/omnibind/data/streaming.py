@@ -33,6 +33,7 @@ from torch import Tensor
 from omnibind.data.batch import Batch, BatchValue
 from omnibind.data.dataset import Dataset, Indices, as_index, check_fields, located_error, prepare_value
 from omnibind.data.kinds.base import ModalityKind
+from omnibind.data.negatives import NegativeTable
 from omnibind.data.record import Record
 from omnibind.data.shards import ShardMember
 from omnibind.data.sources import FactSpec
@@ -376,6 +377,8 @@ class StepBatches(torch.utils.data.Dataset):
     ``epoch, i = divmod(s, steps_per_epoch)``; rank ``r`` of ``N`` takes its contiguous ``B / N``.
     ``views`` (a :class:`~omnibind.data.views.ViewPick` mode) says which values of a multi-valued modality
     the batch holds: ``sample`` depends on ``(seed, epoch, item id)`` only, so not on ``N``.
+    ``negatives`` (a :class:`~omnibind.data.negatives.NegativeTable`) appends the hard negatives this
+    rank encodes for the step to its batch (:attr:`~omnibind.data.batch.Batch.negatives` says so).
     """
 
     def __init__(
@@ -388,9 +391,11 @@ class StepBatches(torch.utils.data.Dataset):
         rank: int = 0,
         world: int = 1,
         views: str = "first",
+        negatives: NegativeTable | None = None,
     ) -> None:
         self.data = data
         self.views = views
+        self.negatives = negatives
         self.total = total
         self.seed = seed
         self.batch_size = batch_size
@@ -399,13 +404,16 @@ class StepBatches(torch.utils.data.Dataset):
         self.world = world
         self._epoch: tuple[int, Tensor] | None = None
 
-    def indices(self, step: int) -> Tensor:
-        """The item indices of this rank's part of step ``step``."""
+    def global_indices(self, step: int) -> Tensor:
+        """The item indices of the whole (global) batch of step ``step``."""
         epoch, i = divmod(step, self.steps_per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
             self._epoch = (epoch, epoch_order(self.seed, epoch, len(self.data)))
-        order = self._epoch[1]
-        chunk = order[i * self.batch_size : (i + 1) * self.batch_size]
+        return self._epoch[1][i * self.batch_size : (i + 1) * self.batch_size]
+
+    def indices(self, step: int) -> Tensor:
+        """The item indices of this rank's part of step ``step``."""
+        chunk = self.global_indices(step)
         size = len(chunk) // self.world
         return chunk[self.rank * size : (self.rank + 1) * size]
 
@@ -415,7 +423,12 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> Batch | DataError:
         try:
             pick = ViewPick(self.views, self.seed, step // self.steps_per_epoch)
-            return self.data.batch(self.indices(step), pick)
+            if self.negatives is None:
+                return self.data.batch(self.indices(step), pick)
+            extra, rows = self.negatives.step(self.global_indices(step), self.rank, self.world)
+            batch = self.data.batch(torch.cat([self.indices(step), extra]), pick)
+            batch.negatives = rows
+            return batch
         except DataError as exc:  # handed to the trainer as a value: it raises it with its fields intact
             return exc
 

@@ -12,8 +12,15 @@ rows as queries, every row as a candidate, normalised by the counts of the whole
 local losses of a partition of the rows sum to the loss. The built-in objectives take it; an objective
 that does not cannot be used with ``objective.local_loss``.
 
-and a ``joint_similarity`` class attribute telling evaluation how to score a composed query:
-``"sum"`` (sum of pairwise cosines) or ``"mip"`` (multilinear inner product).
+``hard_negatives`` (:class:`~omnibind.types.HardNegatives`: extra candidate items with their presence
+and a ``bool[N, K]`` mask of the rows that may score them) adds hard negatives to the candidates::
+
+    out = objective(embeddings, present, logit_scale, generator, hard_negatives=negatives)
+
+The built-in objectives take it; an objective that does not cannot train with hard negatives.
+
+Every objective module also has a ``joint_similarity`` class attribute telling evaluation how to score a
+composed query: ``"sum"`` (sum of pairwise cosines) or ``"mip"`` (multilinear inner product).
 """
 
 from __future__ import annotations

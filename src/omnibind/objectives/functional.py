@@ -9,11 +9,12 @@ so the objectives can mask logits without the ``0 * NaN`` trap of multiplicative
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from omnibind.types import Embeddings
+from omnibind.types import Embeddings, HardNegatives
 
 
 def prepare(
@@ -70,10 +71,7 @@ def as_scale(value: Tensor | float, like: Tensor) -> Tensor:
 
 def mip(vectors: Sequence[Tensor]) -> Tensor:
     """Multilinear inner product row by row: ``[K, D]`` tensors -> ``[K]`` = sum_t prod_m v_m[:, t]."""
-    product = vectors[0]
-    for v in vectors[1:]:
-        product = product * v
-    return product.sum(dim=-1)
+    return mip_rows(vectors).sum(dim=-1)
 
 
 def diagonal_cross_entropy(logits: Tensor) -> Tensor:
@@ -103,3 +101,65 @@ def pair_indices(names: Sequence[str], pairs: str) -> list[tuple[int, int]]:
 def pair_rows(present: Tensor, i: int, j: int) -> Tensor:
     """Indices ``[R]`` of the rows where modalities ``i`` and ``j`` are both present."""
     return torch.nonzero(present[:, i] & present[:, j]).flatten()
+
+
+class Negatives(NamedTuple):
+    """:class:`~omnibind.types.HardNegatives` checked by :func:`prepare_negatives`, tensors in the
+    order of the batch's modalities, absent rows zeroed."""
+
+    tensors: list[Tensor]  # [K, D] per modality
+    present: Tensor  # bool[K, M]
+    allowed: Tensor  # bool[N, K]
+
+
+def prepare_negatives(negatives: HardNegatives | None, names: list[str], n: int) -> Negatives | None:
+    """Check the hard negatives of an objective call against the batch (``names``, ``n`` rows).
+
+    Raises:
+        ValueError: other modalities than the batch's, or shapes that do not fit.
+    """
+    if negatives is None:
+        return None
+    if list(negatives.embeddings) != names:
+        raise ValueError(
+            f"hard negatives have the modalities {list(negatives.embeddings)}; expected the batch's {names}"
+        )
+    k = negatives.present.shape[0]
+    if tuple(negatives.present.shape) != (k, len(names)) or tuple(negatives.allowed.shape) != (n, k):
+        raise ValueError(
+            f"hard negatives: present {tuple(negatives.present.shape)} and allowed "
+            f"{tuple(negatives.allowed.shape)} must be [K, M] = [{k}, {len(names)}] and [N, K] = [{n}, {k}]"
+        )
+    present = negatives.present.bool()
+    tensors = [zero_absent(negatives.embeddings[name], present[:, m]) for m, name in enumerate(names)]
+    return Negatives(tensors, present, negatives.allowed.bool())
+
+
+def negative_logits(
+    query: Tensor, query_rows: Tensor, negatives: Negatives | None, target: Sequence[int]
+) -> Tensor | None:
+    """The logit block of the hard negatives: ``[Q, K']`` = ``query @ T.T`` with ``T`` the product over
+    the ``target`` modalities of the negatives that have all of them (one modality: its embeddings; more:
+    the Symile tuple of each negative item), ``-inf`` where ``allowed`` is False for the query's row.
+
+    ``query`` is ``[Q, D]``, already multiplied by the logit scale; ``query_rows`` (``long[Q]``) are its
+    rows in the batch. None when no negative has the target modalities.
+    """
+    if negatives is None:
+        return None
+    has = negatives.present[:, list(target)].all(dim=1)  # [K]
+    cols = torch.nonzero(has).flatten()
+    if cols.numel() == 0:
+        return None
+    candidates = mip_rows([negatives.tensors[t][cols] for t in target])  # [K', D]
+    logits = query @ candidates.T  # [Q, K']
+    allowed = negatives.allowed[query_rows][:, cols]  # [Q, K']
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
+def mip_rows(vectors: Sequence[Tensor]) -> Tensor:
+    """The element-wise product of ``[K, D]`` tensors (one tensor: itself)."""
+    product = vectors[0]
+    for v in vectors[1:]:
+        product = product * v
+    return product

@@ -7,15 +7,18 @@ from torch import Tensor
 
 from omnibind.objectives.base import OBJECTIVES, Objective
 from omnibind.objectives.functional import (
+    Negatives,
     as_scale,
     connected_zero,
     diagonal_cross_entropy,
+    negative_logits,
     pair_indices,
     pair_rows,
     prepare,
+    prepare_negatives,
 )
 from omnibind.objectives.multi_positive import multi_positive_infonce_loss
-from omnibind.types import Embeddings, LossOutput
+from omnibind.types import Embeddings, HardNegatives, LossOutput
 
 
 def infonce_loss(
@@ -24,6 +27,7 @@ def infonce_loss(
     logit_scale: Tensor | float,
     pairs: str = "all",
     own: Tensor | None = None,
+    hard_negatives: HardNegatives | None = None,
 ) -> LossOutput:
     """Symmetric InfoNCE averaged over ordered pairs of modalities, ignoring absent items.
 
@@ -44,6 +48,10 @@ def infonce_loss(
         own: ``bool[N]`` or None: the local loss (``objective.local_loss`` under torchrun) of the rows
             where it is True: those rows as queries against every candidate row, each term divided by
             its global row count, so the local losses of a partition of the rows sum to the loss.
+        hard_negatives: hard negatives (:class:`~omnibind.types.HardNegatives`) or None: in the term
+            ``a->b`` the negatives that have ``b`` are extra candidates of every query row (columns
+            after the ``R`` in-batch ones), except where ``negatives.allowed`` is False:
+            ``CE([s E_a[R] @ E_b[R].T | s E_a[R] @ N_b.T], diagonal)``.
 
     Inputs:
         embeddings[name]: ``[N, D]``; present: ``bool[N, M]``; logit_scale: ``[]``.
@@ -71,6 +79,7 @@ def infonce_loss(
     """
     names, tensors, mask = prepare(embeddings, present)
     unordered = pair_indices(names, pairs)
+    hard = prepare_negatives(hard_negatives, names, mask.shape[0])
 
     scale = as_scale(logit_scale, tensors[0])
     losses: list[Tensor] = []
@@ -79,11 +88,11 @@ def infonce_loss(
         rows = pair_rows(mask, i, j)
         if rows.numel() < 2:
             continue
-        if own is None:
+        if own is None and hard is None:
             logits = scale * tensors[i][rows] @ tensors[j][rows].T  # [R, R], row = item of i
             directed = [(i, j, diagonal_cross_entropy(logits)), (j, i, diagonal_cross_entropy(logits.T))]
         else:
-            directed = [(a, b, _local_term(tensors, scale, a, b, rows, own)) for a, b in ((i, j), (j, i))]
+            directed = [(a, b, _term(tensors, scale, a, b, rows, own, hard)) for a, b in ((i, j), (j, i))]
         for a, b, term in directed:
             losses.append(term)
             terms[f"{names[a]}->{names[b]}"] = float(term.detach())
@@ -95,11 +104,23 @@ def infonce_loss(
     return LossOutput(loss, terms, len(losses))
 
 
-def _local_term(tensors: list[Tensor], scale: Tensor, a: int, b: int, rows: Tensor, own: Tensor) -> Tensor:
-    """The ``a->b`` term of the own rows of ``rows`` (queries) against all of ``rows``, over ``|R|``."""
-    q = torch.nonzero(own[rows]).flatten()  # positions in rows of the own queries
+def _term(
+    tensors: list[Tensor],
+    scale: Tensor,
+    a: int,
+    b: int,
+    rows: Tensor,
+    own: Tensor | None,
+    hard: Negatives | None,
+) -> Tensor:
+    """The ``a->b`` term of the own rows of ``rows`` (all of them without ``own``) as queries against
+    all of ``rows`` and the hard negatives that have ``b``, summed and divided by ``|R|``."""
+    q = torch.arange(rows.numel(), device=rows.device) if own is None else torch.nonzero(own[rows]).flatten()
     logits = scale * tensors[a][rows[q]] @ tensors[b][rows].T  # [Q, R]
     positive = logits[torch.arange(q.numel(), device=q.device), q]
+    extra = negative_logits(scale * tensors[a][rows[q]], rows[q], hard, [b])  # [Q, K_b] or None
+    if extra is not None:
+        logits = torch.cat([logits, extra], dim=1)  # [Q, R + K_b]
     return (torch.logsumexp(logits, dim=1) - positive).sum() / rows.numel()
 
 
@@ -115,7 +136,8 @@ class InfoNCE(Objective):
         generator: unused (the loss is deterministic); rows: ``bool[N]`` own rows (local loss) or None;
         groups: ``long[N]``, the item of each row when an item has several rows (several values of a
         multi-valued modality), or None: then the loss is
-        :func:`~omnibind.objectives.multi_positive.multi_positive_infonce_loss`.
+        :func:`~omnibind.objectives.multi_positive.multi_positive_infonce_loss`; hard_negatives:
+        :class:`~omnibind.types.HardNegatives` or None (extra candidates, see :func:`infonce_loss`).
 
     Returns:
         LossOutput, as :func:`infonce_loss`.
@@ -147,9 +169,12 @@ class InfoNCE(Objective):
         generator: torch.Generator | None = None,
         rows: Tensor | None = None,
         groups: Tensor | None = None,
+        hard_negatives: HardNegatives | None = None,
     ) -> LossOutput:
         if groups is not None:  # several rows per item (multi_positive: all): all of them positives
-            if rows is not None:
-                raise ValueError("groups= and rows= (local loss) cannot be combined")
+            if rows is not None or hard_negatives is not None:
+                raise ValueError("groups= cannot be combined with rows= (local loss) or hard_negatives=")
             return multi_positive_infonce_loss(embeddings, present, logit_scale, groups, pairs=self.pairs)
-        return infonce_loss(embeddings, present, logit_scale, pairs=self.pairs, own=rows)
+        return infonce_loss(
+            embeddings, present, logit_scale, pairs=self.pairs, own=rows, hard_negatives=hard_negatives
+        )

@@ -24,7 +24,7 @@ from torch import Tensor
 from omnibind.errors import ConfigError
 from omnibind.objectives.base import Objective
 from omnibind.objectives.functional import zero_absent
-from omnibind.types import Embeddings, LossOutput
+from omnibind.types import Embeddings, HardNegatives, LossOutput
 
 LossFn = Callable[..., LossOutput]
 
@@ -98,7 +98,8 @@ def matryoshka_loss(
         logit_scale: passed to ``loss_fn`` unchanged.
         dims: prefix widths, each at most D (order is kept in ``terms``).
         weights: one weight per width (default all 1).
-        kwargs: passed to ``loss_fn`` (``generator``, ...).
+        kwargs: passed to ``loss_fn`` (``generator``, ...); ``hard_negatives``
+            (:class:`~omnibind.types.HardNegatives`) are cut and renormalised like the embeddings.
 
     Inputs:
         embeddings[name]: ``[N, D]``; present: ``bool[N, M]``; logit_scale: ``[]``.
@@ -125,12 +126,28 @@ def matryoshka_loss(
         raise ConfigError(f"objective.matryoshka.dims {dims} exceeds the embedding width {width}")
     if present is not None:
         embeddings = {n: zero_absent(embeddings[n], present[:, m].bool()) for m, n in enumerate(names)}
+    hard: HardNegatives | None = kwargs.pop("hard_negatives", None)
+    if hard is not None:
+        hard = HardNegatives(
+            {
+                n: zero_absent(x, hard.present[:, m].bool())
+                for m, (n, x) in enumerate(hard.embeddings.items())
+            },
+            hard.present,
+            hard.allowed,
+        )
     total: Tensor | None = None
     terms: dict[str, float] = {}
     widest = max(dims)
     count = 0
     for k, w in zip(dims, weights, strict=True):
         cut = {n: F.normalize(x[:, :k], dim=-1) for n, x in embeddings.items()}  # [N, k] unit rows
+        if hard is not None:
+            kwargs["hard_negatives"] = HardNegatives(
+                {n: F.normalize(x[:, :k], dim=-1) for n, x in hard.embeddings.items()},
+                hard.present,
+                hard.allowed,
+            )
         out = loss_fn(cut, present, logit_scale, **kwargs)
         total = w * out.loss if total is None else total + w * out.loss
         terms[f"dim/{k}"] = float(out.loss.detach())
@@ -151,7 +168,8 @@ class Matryoshka(Objective):
 
     Inputs:
         embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
-        generator: passed to the inner objective; rows: passed to it too (``local_loss``).
+        generator: passed to the inner objective; rows: passed to it too (``local_loss``);
+        hard_negatives: :class:`~omnibind.types.HardNegatives`, cut to each prefix like the embeddings.
 
     Returns:
         LossOutput, as :func:`matryoshka_loss`.
@@ -183,8 +201,11 @@ class Matryoshka(Objective):
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
         rows: Tensor | None = None,
+        hard_negatives: HardNegatives | None = None,
     ) -> LossOutput:
         extra: dict[str, Any] = {"generator": generator}
         if rows is not None:
             extra["rows"] = rows
+        if hard_negatives is not None:
+            extra["hard_negatives"] = hard_negatives
         return matryoshka_loss(self.inner, embeddings, present, logit_scale, self.dims, self.weights, **extra)

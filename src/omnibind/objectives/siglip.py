@@ -7,8 +7,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omnibind.objectives.base import OBJECTIVES, Objective
-from omnibind.objectives.functional import as_scale, connected_zero, pair_rows, prepare
-from omnibind.types import Embeddings, LossOutput
+from omnibind.objectives.functional import (
+    Negatives,
+    as_scale,
+    connected_zero,
+    negative_logits,
+    pair_rows,
+    prepare,
+    prepare_negatives,
+)
+from omnibind.types import Embeddings, HardNegatives, LossOutput
 
 
 def siglip_loss(
@@ -17,6 +25,7 @@ def siglip_loss(
     logit_scale: Tensor | float,
     logit_bias: Tensor | float,
     own: Tensor | None = None,
+    hard_negatives: HardNegatives | None = None,
 ) -> LossOutput:
     """Pairwise sigmoid loss averaged over unordered pairs of modalities, ignoring absent items.
 
@@ -34,6 +43,10 @@ def siglip_loss(
         own: ``bool[N]`` or None: the local loss (``objective.local_loss``): only the cells whose row
             (the first modality of the pair) is an own row, divided by the global ``|R|``, so the local
             losses of a partition of the rows sum to the loss.
+        hard_negatives: hard negatives (:class:`~omnibind.types.HardNegatives`) or None: extra cells with
+            ``z = -1``, both ways round: each scored row's ``i`` against the negatives that have ``j``,
+            and its ``j`` against the negatives that have ``i`` (cells where ``negatives.allowed`` is
+            False are left out); still divided by ``|R|``.
 
     Inputs:
         embeddings[name]: ``[N, D]``; present: ``bool[N, M]``; logit_scale, logit_bias: ``[]``.
@@ -54,6 +67,7 @@ def siglip_loss(
         3
     """
     names, tensors, mask = prepare(embeddings, present)
+    hard = prepare_negatives(hard_negatives, names, mask.shape[0])
     scale = as_scale(logit_scale, tensors[0])
     bias = as_scale(logit_bias, tensors[0])
     losses: list[Tensor] = []
@@ -66,7 +80,10 @@ def siglip_loss(
             queries = rows if own is None else rows[own[rows]]  # [Q] rows of i that this call scores
             logits = scale * tensors[i][queries] @ tensors[j][rows].T + bias  # [Q, R]
             sign = (queries[:, None] == rows[None, :]).to(logits.dtype) * 2 - 1  # +1 on the positives
-            term = F.softplus(-sign * logits).sum() / rows.numel()
+            term = F.softplus(-sign * logits).sum()
+            if hard is not None:
+                term = term + _negative_cells(tensors, scale, bias, i, j, queries, hard)
+            term = term / rows.numel()
             losses.append(term)
             terms[f"{names[i]}-{names[j]}"] = float(term.detach())
     if not losses:
@@ -75,6 +92,19 @@ def siglip_loss(
     if own is not None:  # every rank's backward must reach the gathered embeddings
         loss = loss + connected_zero(tensors)
     return LossOutput(loss, terms, len(losses))
+
+
+def _negative_cells(
+    tensors: list[Tensor], scale: Tensor, bias: Tensor, i: int, j: int, queries: Tensor, hard: Negatives
+) -> Tensor:
+    """The sum of ``softplus(L)`` (label -1) over the hard-negative cells of the scored rows: their
+    ``i`` against the negatives' ``j`` and their ``j`` against the negatives' ``i``."""
+    total = tensors[0].new_zeros(())
+    for a, b in ((i, j), (j, i)):
+        extra = negative_logits(scale * tensors[a][queries], queries, hard, [b])  # [Q, K_b], -inf: left out
+        if extra is not None:
+            total = total + F.softplus(extra + bias).sum()  # softplus(-inf) = 0, with a zero gradient
+    return total
 
 
 @OBJECTIVES.register("siglip")
@@ -86,7 +116,8 @@ class SigLIP(Objective):
 
     Inputs:
         embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
-        generator: unused; rows: ``bool[N]`` own rows (local loss) or None.
+        generator: unused; rows: ``bool[N]`` own rows (local loss) or None; hard_negatives:
+        :class:`~omnibind.types.HardNegatives` or None (extra label -1 cells, see :func:`siglip_loss`).
 
     Returns:
         LossOutput, as :func:`siglip_loss`.
@@ -118,5 +149,8 @@ class SigLIP(Objective):
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
         rows: Tensor | None = None,
+        hard_negatives: HardNegatives | None = None,
     ) -> LossOutput:
-        return siglip_loss(embeddings, present, logit_scale, self.logit_bias, own=rows)
+        return siglip_loss(
+            embeddings, present, logit_scale, self.logit_bias, own=rows, hard_negatives=hard_negatives
+        )

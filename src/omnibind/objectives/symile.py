@@ -14,8 +14,16 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from omnibind.objectives.base import OBJECTIVES, Objective
-from omnibind.objectives.functional import as_scale, connected_zero, mip, prepare
-from omnibind.types import Embeddings, LossOutput
+from omnibind.objectives.functional import (
+    Negatives,
+    as_scale,
+    connected_zero,
+    mip,
+    negative_logits,
+    prepare,
+    prepare_negatives,
+)
+from omnibind.types import Embeddings, HardNegatives, LossOutput
 
 # Elements of the largest intermediate per chunk in the "n2" mode (128 MiB in float64). Chunks are
 # recomputed in backward (activation checkpointing), so memory stays bounded whatever N^(M-1) is.
@@ -32,6 +40,7 @@ def symile_loss(
     generator: torch.Generator | None = None,
     permutations: Permutations | None = None,
     own: Tensor | None = None,
+    hard_negatives: HardNegatives | None = None,
 ) -> LossOutput:
     """Symile loss: mean over anchor modalities of a cross-entropy over candidate MIP tuples.
 
@@ -70,6 +79,12 @@ def symile_loss(
         own: ``bool[N]`` or None: the local loss (``objective.local_loss``): only the own anchor rows,
             each ``L_i`` still divided by the global number of anchor rows (the permutations are drawn
             for the whole batch as always), so the local losses of a partition of the rows sum to the loss.
+        hard_negatives: hard negatives (:class:`~omnibind.types.HardNegatives`) or None. Each negative item
+            adds one candidate tuple to an anchor row ``a``: its *own* values of the modalities
+            S(a) minus i, valid when it has all of them and ``negatives.allowed`` holds for ``a``
+            (score ``s * MIP(x_a, its tuple)``). The in-batch candidates stay as they are in both
+            modes; the negatives' values are never mixed into other tuples, so the candidate set is
+            exactly the in-batch one plus K whole items.
 
     Inputs:
         embeddings[name]: ``[N, D]``; present: ``bool[N, M]``; logit_scale: ``[]``.
@@ -98,6 +113,7 @@ def symile_loss(
     if negatives not in ("n", "n2"):
         raise ValueError(f"negatives must be 'n' or 'n2', got {negatives!r}")
     names, tensors, mask = prepare(embeddings, present)
+    hard = prepare_negatives(hard_negatives, names, mask.shape[0])
     scale = as_scale(logit_scale, tensors[0])
     perms: dict[tuple[int, int], Tensor] = {}
     if negatives == "n":
@@ -116,9 +132,9 @@ def symile_loss(
         scored = rows_i if own is None else rows_i[own[rows_i]]
         for rows, others in _pattern_groups(mask, scored, i) if scored.numel() else []:
             if negatives == "n2":
-                row_losses = _rows_n2(tensors, mask, scale, i, others, rows)
+                row_losses = _rows_n2(tensors, mask, scale, i, others, rows, hard)
             else:
-                row_losses, hits = _rows_n(tensors, mask, scale, i, others, rows, perms)
+                row_losses, hits = _rows_n(tensors, mask, scale, i, others, rows, perms, hard)
                 false_negatives += hits
             total = total + row_losses.sum()
         loss_i = total / rows_i.numel()
@@ -176,6 +192,7 @@ def _rows_n(
     others: list[int],
     rows: Tensor,
     perms: dict[tuple[int, int], Tensor],
+    hard: Negatives | None = None,
 ) -> tuple[Tensor, int]:
     """Per-row losses ``[g]`` with N shuffled candidate columns, and the count of false negatives."""
     n = mask.shape[0]
@@ -205,18 +222,32 @@ def _rows_n(
     is_row = torch.zeros(n, dtype=torch.bool, device=rows.device)
     is_row[rows] = True
     hits = same & is_row[perm[0]] & (perm[0] != torch.arange(n, device=rows.device))
+    extra = negative_logits(x * scale, rows, hard, others)  # [g, K'] whole negative tuples, or None
+    if extra is not None:
+        logits = torch.cat([logits, extra], dim=1)
     return torch.logsumexp(logits, dim=1) - positive, int(hits.sum())
 
 
 def _rows_n2(
-    tensors: list[Tensor], mask: Tensor, scale: Tensor, anchor: int, others: list[int], rows: Tensor
+    tensors: list[Tensor],
+    mask: Tensor,
+    scale: Tensor,
+    anchor: int,
+    others: list[int],
+    rows: Tensor,
+    hard: Negatives | None = None,
 ) -> Tensor:
-    """Per-row losses ``[g]`` over every tuple of present candidate rows of the other modalities."""
+    """Per-row losses ``[g]`` over every tuple of present candidate rows of the other modalities (and
+    the whole tuples of the hard negatives)."""
     x = tensors[anchor][rows]  # [g, D]
     full = bool(mask.all())
     candidates = [tensors[j] if full else tensors[j][mask[:, j]] for j in others]  # [C_j, D] present
     positive = scale * mip([x] + [tensors[j][rows] for j in others])  # [g]
-    return _tuple_logsumexp(x, candidates, scale) - positive
+    total = _tuple_logsumexp(x, candidates, scale)  # [g]
+    extra = negative_logits(x * scale, rows, hard, others)  # [g, K'] or None
+    if extra is not None:  # the in-batch logsumexp is finite, so no row is all -inf
+        total = torch.logsumexp(torch.cat([total[:, None], extra], dim=1), dim=1)
+    return total - positive
 
 
 def _tuple_logsumexp(x: Tensor, candidates: list[Tensor], scale: Tensor) -> Tensor:
@@ -270,7 +301,8 @@ class Symile(Objective):
     Inputs:
         embeddings: modality name -> ``[N, D]``; present: ``bool[N, M]`` or None; logit_scale: ``[]``;
         generator: RNG for the ``"n"`` permutations (None: global RNG); rows: ``bool[N]`` own rows
-        (local loss) or None.
+        (local loss) or None; hard_negatives: :class:`~omnibind.types.HardNegatives` or None (one extra
+        candidate tuple per negative item, see :func:`symile_loss`).
 
     Returns:
         LossOutput, as :func:`symile_loss`.
@@ -304,7 +336,14 @@ class Symile(Objective):
         logit_scale: Tensor,
         generator: torch.Generator | None = None,
         rows: Tensor | None = None,
+        hard_negatives: HardNegatives | None = None,
     ) -> LossOutput:
         return symile_loss(
-            embeddings, present, logit_scale, negatives=self.negatives, generator=generator, own=rows
+            embeddings,
+            present,
+            logit_scale,
+            negatives=self.negatives,
+            generator=generator,
+            own=rows,
+            hard_negatives=hard_negatives,
         )

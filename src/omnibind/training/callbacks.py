@@ -1,7 +1,8 @@
 """Callbacks of the training loop: progress bar, metrics log, early stopping.
 
-The loop calls ``on_step`` after every optimiser step and ``on_validate`` after every validation; a
-callback never changes the step itself, so the loop stays readable and the order of events is fixed.
+The loop calls ``on_step`` after every optimiser step, ``on_validate`` after every validation and
+``on_mining`` after every round of hard-negative mining; a callback never changes the step itself, so the
+loop stays readable and the order of events is fixed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ class Callback:
 
     def on_validate(self, step: int, metrics: dict[str, float]) -> None:
         """Called after a validation with its metrics."""
+
+    def on_mining(self, step: int, stats: dict[str, float]) -> None:
+        """Called after a hard-negative mining round, before optimiser step ``step`` (1-based, so a
+        resumed run's log drops the round of a step it runs again), with its figures."""
 
     def on_end(self) -> None:
         """Called once after the last step."""
@@ -57,6 +62,13 @@ class ProgressBar(Callback):
             shown = {k.split("/", 1)[-1]: f"{v:.3f}" for k, v in metrics.items() if k.startswith("val/mean")}
             self.bar.write(f"step {step}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
 
+    def on_mining(self, step: int, stats: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.write(
+                f"epoch {stats['mining/epoch']:.0f}: mined hard negatives in {stats['mining/seconds']:.1f} s "
+                f"({stats['mining/negatives_per_item']:.1f} per item)"
+            )
+
     def on_end(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -88,6 +100,9 @@ class MetricsLog(Callback):
 
     def on_validate(self, step: int, metrics: dict[str, float]) -> None:
         self._append({"step": step, **metrics})
+
+    def on_mining(self, step: int, stats: dict[str, float]) -> None:
+        self._append({"step": step, **stats})
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:

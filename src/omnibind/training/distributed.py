@@ -16,7 +16,12 @@ finds its rank in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and
   normalised by the global counts, so the rank losses sum to the global loss; the gradients are summed
   over the ranks;
 - rank 0 alone writes the config, checkpoints, metrics and the model, and validates; its early-stopping
-  decision is broadcast.
+  decision is broadcast;
+- hard negatives: each rank encodes the step's negatives that its own items mention first (the step's
+  negatives are the same set for every N, ``omnibind.data.negatives``), padded with absent rows to the
+  width of the widest rank; they travel in the same gather as the items, and the mask of which rows may
+  score which negative is the same global one on every rank. With ``local_loss`` a rank scores its own
+  rows against every gathered candidate, negatives included.
 
 No encoder uses batch statistics, so a slice is encoded as it would be inside the whole batch.
 """
@@ -33,9 +38,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from omnibind.data.batch import NegativeRows
 from omnibind.errors import ConfigError, OmnibindError
 from omnibind.training.precision import resolve_device
-from omnibind.types import Embeddings
+from omnibind.types import Embeddings, HardNegatives
 
 
 @dataclass(frozen=True)
@@ -254,6 +260,15 @@ def broadcast_flag(flag: bool, world: Dist, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def broadcast_tensor(value: Tensor, world: Dist, device: torch.device) -> Tensor:
+    """Rank 0's ``value`` (same shape and dtype on every rank) on every rank, on the CPU."""
+    if not world.enabled:
+        return value
+    t = value.to(device).contiguous()
+    dist.broadcast(t, src=0)
+    return t.cpu()
+
+
 def barrier(world: Dist) -> None:
     """Wait for every rank (after rank 0 has written a file the others read)."""
     if world.enabled:
@@ -275,18 +290,66 @@ def objective_call(
     world: Dist,
     local_loss: bool,
     groups: Tensor | None = None,
+    negatives: NegativeRows | None = None,
 ) -> Any:
     """Gather this rank's slice into the global batch and run the objective on it.
 
     With ``local_loss`` (and several processes) the objective is called with ``rows=own``: only this
     rank's rows as queries, every gathered row as a candidate, and the global normalisation. ``groups``
     (``long[b]``, the item of each row: several values of one item, one process) goes to the objective.
+    ``negatives`` says that the last rows are hard negatives: they go to the objective as
+    ``hard_negatives`` (:func:`gather_with_negatives`).
     """
     if groups is not None:
         if world.enabled:
             raise ValueError("groups (several values per item in a batch) need one process")
         return objective(embeddings, present, logit_scale, generator=generator, groups=groups)
-    embeddings, present, own = gather_batch(embeddings, present, world)
+    extra: dict[str, Any] = {}
+    if negatives is None:
+        embeddings, present, own = gather_batch(embeddings, present, world)
+    else:
+        embeddings, present, own, extra["hard_negatives"] = gather_with_negatives(
+            embeddings, present, negatives, world
+        )
     if local_loss and own is not None:
-        return objective(embeddings, present, logit_scale, generator=generator, rows=own)
-    return objective(embeddings, present, logit_scale, generator=generator)
+        return objective(embeddings, present, logit_scale, generator=generator, rows=own, **extra)
+    return objective(embeddings, present, logit_scale, generator=generator, **extra)
+
+
+def gather_with_negatives(
+    embeddings: Embeddings, present: Tensor, negatives: NegativeRows, world: Dist
+) -> tuple[Embeddings, Tensor, Tensor | None, HardNegatives]:
+    """Split this rank's rows into items and hard negatives and gather both from every rank.
+
+    Args:
+        embeddings: ``{m: [b + K_r, D]}``: this rank's items, then its ``K_r = negatives.count``
+            negatives.
+        present: ``bool[b + K_r, M]``.
+        negatives: the step's :class:`~omnibind.data.batch.NegativeRows`.
+        world: the process group's shape.
+
+    Returns:
+        ``(items {m: [N*b, D]}, bool[N*b, M], own, HardNegatives)``: the global batch as
+        :func:`gather_batch` makes it, and the negatives of every rank (rank after rank, each padded with
+        absent rows to ``negatives.width``) with the step's ``allowed`` mask.
+    """
+    b = present.shape[0] - negatives.count
+    pad = negatives.width - negatives.count
+    if pad:  # absent rows: masked in the loss, so every rank gathers the same number of rows
+        embeddings = {m: torch.cat([x, x.new_zeros(pad, x.shape[1])]) for m, x in embeddings.items()}
+        present = torch.cat([present, present.new_zeros(pad, present.shape[1])])
+    full, mask, _ = gather_batch(embeddings, present, world)
+    per = b + negatives.width  # rows per rank in the gathered tensors
+    ranks = torch.arange(world.world_size, device=mask.device)[:, None] * per
+    item_rows = (ranks + torch.arange(b, device=mask.device)).flatten()
+    negative_rows = (ranks + b + torch.arange(negatives.width, device=mask.device)).flatten()
+    own = None
+    if world.enabled:
+        own = torch.zeros(world.world_size * b, dtype=torch.bool, device=mask.device)
+        own[world.rank * b : (world.rank + 1) * b] = True
+    hard = HardNegatives(
+        {m: x[negative_rows] for m, x in full.items()},
+        mask[negative_rows],
+        negatives.allowed.to(mask.device),
+    )
+    return {m: x[item_rows] for m, x in full.items()}, mask[item_rows], own, hard

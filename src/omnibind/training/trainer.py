@@ -14,10 +14,15 @@ run killed at any moment and resumed with ``resume=True`` ends with the same wei
 run. ``train.device`` and ``train.precision`` (see ``precision.py``) say where and in which format the
 step runs; the data stays on the CPU until the encoders take it. Under ``torchrun`` each process encodes
 its slice of the same global batch and the objective sees the gathered batch (``distributed.py``).
+
+Hard negatives (a ``negatives`` column, or ``objective.hard_negatives`` mined by ``mining.py`` at the start
+of every ``mine_every``-th epoch) are items appended to a step's batch: encoded with it, handed to the
+objective as ``hard_negatives`` (extra candidates only). Without them the step is the one above.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -33,6 +38,7 @@ import yaml
 from omnibind.config import RunConfig
 from omnibind.data.dataset import Dataset, record_skipped
 from omnibind.data.loading import build_kinds, build_splits, save_skipped
+from omnibind.data.negatives import NegativeTable, column_table, find_duplicates
 from omnibind.data.streaming import (
     DiskCache,
     LazyDataset,
@@ -53,6 +59,7 @@ from omnibind.training.checkpoint import CHECKPOINT_NAME
 from omnibind.training.gradcache import cached_step
 from omnibind.training.init import adopt_init, copy_weights, new_modalities
 from omnibind.training.loop_state import LoopState
+from omnibind.training.mining import Miner, training_pairs
 from omnibind.training.precision import Precision
 
 
@@ -118,6 +125,49 @@ def _check_distributed(cfg: RunConfig, objective: torch.nn.Module, world: distri
             "objective.multi_positive: all (every value of " + ", ".join(multi) + " in the batch) is not "
             "supported under torchrun or with train.micro_batch_size yet; use multi_positive: sample"
         )
+
+
+def _hard_negatives(
+    cfg: RunConfig, objective: torch.nn.Module, train_set: TrainData, precision: Precision, progress: bool
+) -> tuple[NegativeTable | None, Miner | None]:
+    """The hard negatives of the run: the ``negatives`` column's table, or a table to mine, or neither.
+
+    Raises (before anything is written):
+        DataError: a ``negatives`` id that is not a training item.
+        OmnibindError: the column and ``objective.hard_negatives`` together, an objective that takes no
+            ``hard_negatives``, or ``multi_positive: all``.
+    """
+    hard = cfg.objective.hard_negatives
+    listed = any(r.negatives for r in train_set.records)
+    if hard is None and not listed:
+        return None, None
+    where = "objective.hard_negatives" if hard is not None else "the data's 'negatives' column"
+    if hard is not None and listed:
+        raise OmnibindError(
+            "the data has a 'negatives' column and objective.hard_negatives mines them: choose one (remove "
+            "objective.hard_negatives to train on the column's negatives, or drop the column to mine)"
+        )
+    if "hard_negatives" not in inspect.signature(objective.forward).parameters:
+        raise OmnibindError(
+            f"{where}: objective '{cfg.objective.name}' takes no hard_negatives= argument; use infonce, "
+            "siglip or symile, or train without hard negatives"
+        )
+    if cfg.objective.multi_positive == "all":
+        raise OmnibindError(f"{where} with objective.multi_positive: all is not supported; use sample")
+    duplicates = find_duplicates(train_set, cfg.eval.batch_size, progress)
+    if hard is None:
+        return column_table(train_set.records, duplicates), None
+    table = NegativeTable.empty(len(train_set), duplicates)
+    pairs = training_pairs(cfg)
+    return table, Miner(table, hard.mine_every, hard.k, pairs, cfg.eval.batch_size, precision, progress)
+
+
+def _mine(miner: Miner, model: OmniModel, data: TrainData, epoch: int, world: distributed.Dist) -> dict:
+    """One mining round on every rank; rank 0's table is the one every rank keeps."""
+    stats = miner.mine(model, data, epoch)
+    device = model.log_logit_scale.device
+    miner.table.table = distributed.broadcast_tensor(miner.table.table, world, device)
+    return stats
 
 
 def parameter_line(model: OmniModel) -> str:
@@ -190,6 +240,7 @@ def _train(
         print(parameter_line(model), file=sys.stderr)
     objective = create_objective(cfg.objective.name, **cfg.objective.options)
     _check_distributed(cfg, objective, world)
+    negatives, miner = _hard_negatives(cfg, objective, train_set, precision, progress)
     if tc.workers:
         check_picklable(kinds)  # the kinds go to the worker processes
     # weights are made on the CPU (the same initial weights on every device), then moved
@@ -197,12 +248,10 @@ def _train(
     model.feature_cache = _feature_cache(cfg, model, train_set)
     objective.to(device=device, dtype=precision.dtype)
     scaler = precision.grad_scaler()
-    loop = LoopState(
-        tc,
-        {"model": model, "objective": objective},
-        len(train_set),
-        states={"grad_scaler": scaler} if scaler is not None else None,
-    )
+    states: dict[str, Any] = {"grad_scaler": scaler} if scaler is not None else {}
+    if miner is not None:  # the mined negatives: a resumed run uses the same ones
+        states["hard_negatives"] = miner.table
+    loop = LoopState(tc, {"model": model, "objective": objective}, len(train_set), states=states or None)
     plan, stopper = loop.plan, loop.stopper
     micro = tc.micro_batch_size
     if micro and plan.batch_size % micro:
@@ -221,11 +270,22 @@ def _train(
     local_loss = cfg.objective.local_loss and world.enabled
 
     def loss_fn(
-        embeddings: dict[str, torch.Tensor], present: torch.Tensor, groups: torch.Tensor | None = None
+        embeddings: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        groups: torch.Tensor | None = None,
+        negatives: Any = None,
     ) -> Any:
         """The objective on the global batch (gathered from every rank under torchrun)."""
         return distributed.objective_call(
-            objective, embeddings, present, model.logit_scale, loop.generator, world, local_loss, groups
+            objective,
+            embeddings,
+            present,
+            model.logit_scale,
+            loop.generator,
+            world,
+            local_loss,
+            groups,
+            negatives,
         )
 
     events: list[Callback] = (
@@ -237,7 +297,7 @@ def _train(
     if main:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     stopped_early = False
-    data_time = step_time = 0.0
+    data_time = step_time = mining_time = 0.0
     start_step = step
     steps = StepBatches(
         train_set,
@@ -248,12 +308,22 @@ def _train(
         world.rank,
         world.world_size,
         views=cfg.objective.multi_positive,
+        negatives=negatives,
     )
     loader = step_loader(steps, step, plan.total, tc.workers, pin_memory=device.type == "cuda")
     batches = iter(loader)
     bad_values: list[DataError] = []  # values that failed to decode while training (on_error: skip)
     while step < plan.total and not stopped_early:
         epoch = step // plan.steps_per_epoch
+        due = miner.due(step, plan.steps_per_epoch) if miner is not None else None
+        if miner is not None and due is not None:  # a new table: workers' copies, prefetched batches stale
+            del batches, loader
+            stats = _mine(miner, model, train_set, due, world)
+            mining_time += stats["mining/seconds"]
+            for cb in events:
+                cb.on_mining(step + 1, stats)
+            loader = step_loader(steps, step, plan.total, tc.workers, pin_memory=device.type == "cuda")
+            batches = iter(loader)
         t0 = time.perf_counter()
         batch = next(batches)  # this rank's part of the global batch of this step
         if isinstance(batch, DataError):
@@ -262,16 +332,17 @@ def _train(
         t1 = time.perf_counter()
         model.train()
         loop.optimizer.zero_grad(set_to_none=True)
-        if micro:  # GradCache: micro-batches are cut from the batch inside
+        if micro:  # GradCache: micro-batches are cut from the batch inside (its negatives too)
             rows = torch.arange(len(batch))
-            out = cached_step(model, loss_fn, batch.select, rows, micro, precision, scaler)
+            step_loss = functools.partial(loss_fn, negatives=batch.negatives)
+            out = cached_step(model, step_loss, batch.select, rows, micro, precision, scaler)
         else:
             with precision.autocast():
-                embeddings = model.encode(batch)  # {modality: [b, D]}
+                embeddings = model.encode(batch)  # {modality: [b, D]} (then the hard negatives' rows)
             # the objective always runs in fp32 (fp64 for fp64 runs), never in half precision
             embeddings = {k: v.to(precision.dtype) for k, v in embeddings.items()}
             groups = None if batch.groups is None else batch.groups.to(device)  # multi_positive: all
-            out = loss_fn(embeddings, batch.present.to(device), groups)
+            out = loss_fn(embeddings, batch.present.to(device), groups, batch.negatives)
             (scaler.scale(out.loss) if scaler is not None else out.loss).backward()
         # the true gradient on every rank: averaged (each computed the whole loss) or summed (local)
         distributed.reduce_gradients(loop.parameters(), world, average=not local_loss)
@@ -335,6 +406,7 @@ def _train(
         "steps_timed": float(max(0, step - start_step - 1)),
         "data_wait_fraction": data_time / step_time if step_time else 0.0,
         "items_per_s": (max(0, step - start_step - 1) * plan.batch_size) / step_time if step_time else 0.0,
+        "mining_seconds": mining_time,
     }
     return TrainResult(
         run_dir=run_dir,
