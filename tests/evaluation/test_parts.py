@@ -129,15 +129,19 @@ def test_parts_match_the_single_file_and_a_rerun_skips_them(run: Path, tmp_path:
 def test_sigkill_at_random_moments_loses_nothing(run: Path, tmp_path: Path) -> None:
     """Five 2-process runs SIGKILLed (every process) at random moments while parts are being written,
     then one run to the end: the parts hold every item once."""
+    # 300 parts of 20 items: after a few seconds of start-up the parts come at ~150/s on 2 cores, so the
+    # kills must be counted in parts and land within milliseconds (with 100-item parts and a 0.3 s wait,
+    # five kills once reached the end of the run, and the test lost its point)
     data = "builtin:shapes?n=6000&missing=0.3&image_size=16&seconds=0.25"
+    total = 300
     out = tmp_path / "parts"
     rng = random.Random(0)
     counts = []
     for _ in range(5):
         before = len(list(out.glob("part-*.parquet"))) if out.exists() else 0
-        target = before + rng.randint(2, 8)  # kill after a few more parts, a random moment into the next
+        target = before + rng.randint(1, 30)  # kill after a few more parts, a random moment into the next
         job = subprocess.Popen(
-            _embed_cmd(run, out, 2, data, 100),
+            _embed_cmd(run, out, 2, data, 6000 // total),
             env=_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -145,13 +149,16 @@ def test_sigkill_at_random_moments_loses_nothing(run: Path, tmp_path: Path) -> N
         deadline = time.monotonic() + 120
         while len(list(out.glob("part-*.parquet"))) < target:
             assert job.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.01))
+        assert job.poll() is None, "the run ended before it was killed"
         kill_tree(job.pid)
         job.wait()
         counts.append(len(list(out.glob("part-*.parquet"))))
-    assert counts[-1] < 60, counts
-    done = subprocess.run(_embed_cmd(run, out, 2, data, 100), env=_env(), capture_output=True, text=True)
+    assert counts[-1] < total, counts
+    done = subprocess.run(
+        _embed_cmd(run, out, 2, data, 6000 // total), env=_env(), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(_rows(out)) == 6000
     print(f"part files after each kill: {counts}")
