@@ -11,16 +11,19 @@ synthetic unit vectors for the items' captions (width 256, a decaying spectrum a
 added with ``Index.add_embeddings``: searching them costs what real ones would, but hits mean nothing.
 Queries are distinct random captions of 4 to 12 words ("a small red circle at the top left ...").
 
-The server is the real CLI (``omnibind serve``), run twice at once in its own processes on 127.0.0.1:
-``--batch-wait-ms 0`` (each request embeds its query alone, the path from before batching) and
-``--batch-wait-ms 2`` (the default: concurrent queries share encoder calls). The library baseline is
-``Index.search({"caption": text})`` in this process on the same queries.
+The server is the real CLI (``omnibind serve``), run three times at once in its own processes on
+127.0.0.1: ``before``, the server as it was before batching (``--batch-wait-ms 0``: each request embeds
+its query alone, and ``--threads`` = the cores, PyTorch's default, which it then used); ``batching off``
+(``--batch-wait-ms 0`` with today's default threads: the cores less one); ``batching on`` (the defaults:
+concurrent queries share encoder calls). ``on / off`` is batching alone; ``on / before`` is what a user of
+the earlier server gains. The library baseline is ``Index.search({"caption": text})`` in this process on
+the same queries, with PyTorch's default threads.
 
-1. One caller: the library, the server without batching and the server with it take turns, 40 searches
-   each, for 5 rounds, so that slow drifts of a shared machine hit all three alike (one process differs
-   from another by up to 30 % on this machine, run to run).
+1. One caller: the library and the three servers take turns, 40 searches each, for 5 rounds, so that
+   slow drifts of a shared machine hit all four alike (one process differs from another by up to 30 %
+   on this machine, run to run).
 2. Under load: 5,000 searches from 32 concurrent ``httpx`` asyncio clients (in this process, on the same
-   cores) on each server in turn, the other idle; then the library from 32 threads.
+   cores) on each server in turn, the others idle; then the library from 32 threads.
 
 Overhead, as in earlier versions of this script: the server's median latency with one client over the
 library's median latency of one caller (the means and the per-round range are saved and printed too).
@@ -211,7 +214,8 @@ async def load(base: str, texts: list[str], clients: int, k: int, max_s: float) 
         t0 = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         wall = time.perf_counter() - t0
-        after = (await http.get(f"{base}/v1/info")).json()["batching"]
+        info = (await http.get(f"{base}/v1/info")).json()
+    after = info["batching"]
     unsent = len(texts) - len(latencies)
     if unsent:
         errors.append(f"{unsent} requests not sent within --max-seconds {max_s}")
@@ -229,6 +233,7 @@ async def load(base: str, texts: list[str], clients: int, k: int, max_s: float) 
         "wall_s": wall,
         "search_in_server_p50_ms": float(np.percentile(server_ms, 50)) if server_ms else None,
         "batching": batching,
+        "torch_threads": info["torch_threads"],
     }
 
 
@@ -325,7 +330,7 @@ def table(items: int, clients: int, k: int, result: dict) -> list[str]:
     lines = [
         f"{items:,} items x {DIM} ({DATA.split(',')[0]}), text queries through {MODEL}",
         f"k={k}, {clients} clients, loopback, {os.cpu_count()} cores",
-        f"{'':28} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>7} "
+        f"{'':38} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>7} "
         f"{'mean ms':>8} {'batch':>5} {'other':>5}",
     ]
 
@@ -334,18 +339,19 @@ def table(items: int, clients: int, k: int, result: dict) -> list[str]:
         rps = f"{r['throughput_rps']:7.1f}" if "throughput_rps" in r else f"{'':7}"
         cells = [f"{r['requests']:8d}", f"{r.get('errors', ''):>6}", rps, f"{r['p50_ms']:8.1f}"]
         cells += [f"{r['p99_ms']:8.1f}", f"{r['p99_over_p50']:7.2f}", f"{r['mean_ms']:8.1f}"]
-        return f"{name:28} {' '.join(cells)} {batch} {other:5.2f}"
+        return f"{name:38} {' '.join(cells)} {batch} {other:5.2f}"
 
     for name, r in one.items():
         label = "library, 1 caller" if name == "library" else f"server {name}, 1 client"
         lines.append(row(label, r, result["one_caller_other_cpu_cores"]))
     threaded = f"library, {threads['threads']} threads"
     lines.append(
-        f"{threaded:28} {threads['requests']:8d} {'':6} {threads['throughput_rps']:7.1f} {'':44} "
+        f"{threaded:38} {threads['requests']:8d} {'':6} {threads['throughput_rps']:7.1f} {'':44} "
         f"{threads['other_cpu_cores']:5.2f}"
     )
     for name, r in loaded.items():
-        lines.append(row(f"server {name}, {clients} clients", r, r["other_cpu_cores"]))
+        label = f"server {name} ({r['torch_threads']} thr), {clients} clients"
+        lines.append(row(label, r, r["other_cpu_cores"]))
     return lines
 
 
@@ -363,6 +369,7 @@ def summary(result: dict, clients: int) -> tuple[dict, list[str]]:
             "rounds_max": max(rounds),
         }
     speedup = loaded["batching on"]["throughput_rps"] / loaded["batching off"]["throughput_rps"]
+    gain = loaded["batching on"]["throughput_rps"] / loaded["before"]["throughput_rps"]
     vs_library = result["library_threads"]["throughput_rps"] / loaded["batching on"]["throughput_rps"]
     searched = {name: r["search_in_server_p50_ms"] for name, r in loaded.items()}
     parts = [
@@ -373,12 +380,15 @@ def summary(result: dict, clients: int) -> tuple[dict, list[str]]:
     lines = [
         f"overhead, server 1 client p50 / library 1 caller p50 (taken in turns, {ROUNDS} rounds): "
         + ", ".join(parts),
-        f"throughput under load, batching on / off: x{speedup:.2f}; library {clients} threads / server on: "
+        f"throughput under load, batching on / before: x{gain:.2f}, on / off: x{speedup:.2f}; library "
+        f"{clients} threads / server on: "
         f"x{vs_library:.2f}; batch = values per encoder call",
-        f"search inside the server (took_ms) p50 under load: off {searched['batching off']:.1f} ms, on "
+        f"search inside the server (took_ms) p50 under load: before {searched['before']:.1f} ms, off "
+        f"{searched['batching off']:.1f} ms, on "
         f"{searched['batching on']:.1f} ms; other = cores busy with other processes",
     ]
-    return {"overhead_latency_ratio": overhead, "throughput_on_over_off": speedup}, lines
+    ratios = {"overhead_latency_ratio": overhead, "throughput_on_over_off": speedup}
+    return {**ratios, "throughput_on_over_before": gain}, lines
 
 
 def main() -> None:
@@ -398,6 +408,7 @@ def main() -> None:
     requests = args.requests or (1_000 if args.quick else 5_000)
     texts = captions(SINGLE + requests + 20)
     modes = {
+        "before": ["--batch-wait-ms", "0", "--threads", str(os.cpu_count() or 1)],
         "batching off": ["--batch-wait-ms", "0"],
         "batching on": ["--batch-wait-ms", str(args.batch_wait_ms), "--max-batch", str(args.max_batch)],
     }

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -71,6 +72,7 @@ def test_health_info_and_docs(client, index):
     assert info["modalities"]["image"]["kind"] == "image"
     assert info["modalities"]["caption"]["count"] == index.counts()["caption"]
     assert info["writes_enabled"] is False and info["auth_required"] is False
+    assert info["torch_threads"] == torch.get_num_threads()  # the process's own: create_app leaves them
     schema = client.get("/openapi.json").json()
     assert {"/v1/search", "/v1/embed", "/v1/items", "/v1/items/{item_id}"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 200

@@ -249,11 +249,19 @@ def test_embed_route_reports_the_bad_value(clients):
 @pytest.mark.parametrize(
     ("settings", "flag"),
     [({"batch_wait_ms": -1}, "--batch-wait-ms"), ({"batch_wait_ms": float("nan")}, "--batch-wait-ms"),
-     ({"max_batch": 0}, "--max-batch")],
+     ({"max_batch": 0}, "--max-batch"), ({"threads": -1}, "--threads")],
 )  # fmt: skip
 def test_settings_are_checked(settings, flag):
     with pytest.raises(ServeError, match=flag):
         ServeSettings(**settings).check()
+
+
+def test_torch_threads_leave_a_core_for_the_event_loop():
+    assert ServeSettings().torch_threads(cores=2) == 1
+    assert ServeSettings().torch_threads(cores=16) == 15
+    assert ServeSettings().torch_threads(processes=4, cores=16) == 3
+    assert ServeSettings().torch_threads(processes=4, cores=2) == 1
+    assert ServeSettings(threads=6).torch_threads(processes=4, cores=2) == 6
 
 
 def test_cli_flags(index_dir, monkeypatch):
@@ -261,8 +269,9 @@ def test_cli_flags(index_dir, monkeypatch):
 
     from omnibind.cli.main import app
 
-    served = []
+    served, threads = [], []
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: served.append(app))
+    monkeypatch.setattr("torch.set_num_threads", threads.append)  # the test process keeps its own
     for args, flag in ((["--batch-wait-ms", "-1"], "--batch-wait-ms"), (["--max-batch", "0"], "--max-batch")):
         result = CliRunner().invoke(app, ["serve", str(index_dir), *args])
         assert result.exit_code == 2 and flag in result.output, result.output
@@ -271,5 +280,8 @@ def test_cli_flags(index_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     service = served[0].state.service
     assert service.batcher is not None and service.batcher.max_batch == 8 and service.batcher.wait_s == 0.0005
-    result = CliRunner().invoke(app, ["serve", str(index_dir), "--batch-wait-ms", "0"])
+    result = CliRunner().invoke(app, ["serve", str(index_dir), "--batch-wait-ms", "0", "--threads", "3"])
     assert result.exit_code == 0 and served[1].state.service.batcher is None
+    assert threads == [ServeSettings().torch_threads(), 3] and "3 torch threads per process" in result.output
+    result = CliRunner().invoke(app, ["serve", str(index_dir), "--threads", "-1"])
+    assert result.exit_code == 2 and "--threads" in result.output

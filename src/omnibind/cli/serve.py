@@ -23,6 +23,11 @@ def serve(
         help="How long a raw query value waits for others to share its encoder call, in ms (0: no batching).",
     ),
     max_batch: int = typer.Option(64, "--max-batch", help="Most values embedded in one encoder call."),
+    threads: int = typer.Option(
+        0,
+        "--threads",
+        help="PyTorch threads per server process (0: its share of the cores less one, at least 1).",
+    ),
     processes: int = typer.Option(
         1,
         "--processes",
@@ -47,6 +52,7 @@ def serve(
         workers=workers,
         batch_wait_ms=batch_wait_ms,
         max_batch=max_batch,
+        threads=threads,
     )
     settings.check()  # before opening anything: a public address without keys is refused at once
     if processes < 1:
@@ -56,13 +62,20 @@ def serve(
             "--processes > 1 cannot share a Qdrant local-mode folder (one process holds its lock); serve a "
             "Qdrant server (qdrant://HOST:PORT/COLLECTION) or a local omnibind index instead"
         )
+    import dataclasses
+
+    import torch
+
     index = Index.open(index_dir)
+    settings = dataclasses.replace(settings, threads=settings.torch_threads(processes))
+    torch.set_num_threads(settings.threads)  # each worker process of --processes N sets its own
     index.build_graphs()  # large modalities: build the search graph now, not in the first query
     try:
         index.model.eval()  # load now, so the first query is not slow and a mismatch shows at start
     except ModelMismatchError as exc:
         typer.secho(f"warning: {exc}; raw-value queries will get 409", fg=typer.colors.YELLOW, err=True)
-    where = f"{index_dir} ({len(index)} items) on http://{host}:{port}/  (API docs: /docs)"
+    threads = f"{settings.threads} torch thread{'s' if settings.threads > 1 else ''} per process"
+    where = f"{index_dir} ({len(index)} items, {threads}) on http://{host}:{port}/  (API docs: /docs)"
     # keep-alive well above uvicorn's 5 s: a busy client that reuses a connection just as the server closes
     # it sees a dropped request (measured: 1 in 5,000 under benchmarks/serve_load.py on a loaded machine)
     if processes == 1:

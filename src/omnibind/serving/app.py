@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import torch
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -98,6 +99,8 @@ def app_from_env() -> FastAPI:
     raw = spec["settings"]
     keys = ApiKeys(tuple(raw["keys"]["read"]), tuple(raw["keys"]["write"]))
     settings = ServeSettings(**{**raw, "keys": keys})
+    if settings.threads:  # the parent resolved them for its processes
+        torch.set_num_threads(settings.threads)
     index = Index.open(spec["index"])
     index.build_graphs()
     try:

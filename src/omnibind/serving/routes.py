@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
@@ -119,6 +120,7 @@ def add_routes(app: FastAPI, service: Service) -> None:
                 "max_embed": settings.max_embed,
             },
             "batching": _batching(service),
+            "torch_threads": torch.get_num_threads(),
             "writes_enabled": bool(settings.keys.write),
             "auth_required": settings.keys.configured,
         }

@@ -123,6 +123,7 @@ class InfoResponse(BaseModel):
     modalities: dict[str, ModalityInfo]
     limits: dict[str, int]
     batching: BatchingInfo | None = None
+    torch_threads: int = Field(description="PyTorch intra-op threads of this server process")
     writes_enabled: bool
     auth_required: bool
 
