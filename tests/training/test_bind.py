@@ -71,3 +71,15 @@ def test_binding_must_declare_every_old_modality(base: Path, tmp_path: Path) -> 
     with pytest.raises(OmnibindError, match="declare every modality of that run too .missing here: caption"):
         train(config_from_dict(raw), tmp_path / "bound")
     assert not (tmp_path / "bound").exists()
+
+
+def test_binding_needs_an_item_pairing_the_new_modality_with_an_old_one(base: Path, tmp_path: Path) -> None:
+    raw = _raw(
+        {"image": IMAGE, "caption": {"kind": "text"}, "table": TABLE},
+        # every item with a table has lost both trained modalities: nothing pairs table with them
+        missing=[{"modality": "caption", "rate": 1.0}, {"modality": "image", "rate": 1.0}],
+    )
+    raw["model"]["init"] = str(base)
+    with pytest.raises(OmnibindError, match=r"binding 'table' into .*no training item has 'table' together"):
+        train(config_from_dict(raw), tmp_path / "bound")
+    assert not (tmp_path / "bound").exists()  # refused before the run folder is written

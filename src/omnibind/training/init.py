@@ -8,7 +8,10 @@ normalisation), then copy weights after the new model is built.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from omnibind.config import RunConfig, config_from_dict
 from omnibind.errors import OmnibindError
@@ -39,6 +42,39 @@ def new_modalities(cfg: RunConfig, init: str | Path, key: str = "model.init") ->
             f"(missing here: {', '.join(left_out)}), so that the bound model holds all of them"
         )
     return new
+
+
+def check_binding_pairs(
+    present: torch.Tensor, modalities: Sequence[str], new: Sequence[str], init: str | Path
+) -> None:
+    """Refuse binding data in which a new modality never meets a trained one.
+
+    A bound modality learns only from items that hold it together with at least one of ``init``'s
+    modalities (the frozen towers are its targets); without such an item its tower would get no gradient
+    and the run would save a random tower.
+
+    Args:
+        present: ``bool[N, M]``, the training items' modalities (column ``m`` is ``modalities[m]``).
+        modalities: the column names.
+        new: the modalities being bound.
+        init: the trained run (for the message).
+
+    Raises:
+        OmnibindError: some new modality has no training item that pairs it with an old one.
+    """
+    old = [m for m, name in enumerate(modalities) if name not in new]
+    if not old:
+        return
+    with_old = present[:, old].any(dim=1)
+    for name in new:
+        column = present[:, modalities.index(name)]
+        if not bool((column & with_old).any()):
+            trained = ", ".join(modalities[m] for m in old)
+            raise OmnibindError(
+                f"model.init: binding '{name}' into {init}: no training item has '{name}' together with "
+                f"one of that run's modalities ({trained}); {int(column.sum())} items have '{name}' alone. "
+                f"Binding learns the new modality from items that pair it with a trained one"
+            )
 
 
 def adopt_init(

@@ -57,7 +57,7 @@ from omnibind.training import distributed
 from omnibind.training.callbacks import Callback, MetricsLog, ProgressBar, read_history
 from omnibind.training.checkpoint import CHECKPOINT_NAME
 from omnibind.training.gradcache import cached_step
-from omnibind.training.init import adopt_init, copy_weights, new_modalities
+from omnibind.training.init import adopt_init, check_binding_pairs, copy_weights, new_modalities
 from omnibind.training.loop_state import LoopState
 from omnibind.training.mining import Miner, training_pairs
 from omnibind.training.precision import Precision
@@ -229,6 +229,8 @@ def _train(
         raise OmnibindError(f"{cfg.data.source}: no training items (check the 'split' column)")
     train_set: TrainData = splits.datasets["train"]
     val_set: Dataset | None = splits.datasets.get("val")
+    if bind:
+        check_binding_pairs(train_set.present, train_set.modalities, bind, init)
 
     torch.manual_seed(tc.seed)
     model = OmniModel(cfg)
