@@ -228,7 +228,7 @@ class RawClient:
             self.writer = None
 
 
-async def load(base: str, texts: list[str], clients: int, k: int, max_s: float) -> dict[str, Any]:
+async def load(port: int, texts: list[str], clients: int, k: int, max_s: float) -> dict[str, Any]:
     """``clients`` tasks (one ``RawClient`` connection each) share one search per text; latency per
     request, errors, wall time."""
     import httpx
@@ -238,10 +238,10 @@ async def load(base: str, texts: list[str], clients: int, k: int, max_s: float) 
     errors: list[str] = []
     next_text = iter(texts)
     stop_at = time.monotonic() + max_s
-    host, port = base.rsplit("//", 1)[1].rsplit(":", 1)
+    base = f"http://{HOST}:{port}"
 
     async def client() -> None:
-        conn = RawClient(host, int(port))
+        conn = RawClient(HOST, port)
         try:
             for text in next_text:
                 if time.monotonic() > stop_at:
@@ -313,14 +313,13 @@ def one_at_a_time(searches: dict[str, Callable[[str], None]], texts: list[str]) 
     }
 
 
-def server_search(base: str, k: int, errors: list[str]) -> Callable[[str], None]:
-    """One blocking search of ``base`` over one keep-alive connection (the standard library's
+def server_search(port: int, k: int, errors: list[str]) -> Callable[[str], None]:
+    """One blocking search of the server on ``port`` over one keep-alive connection (the standard library's
     ``http.client``: ~0.3 ms of CPU per request, where ``httpx.Client`` spends ~0.9 ms here); a failure
     is appended to ``errors``."""
     import http.client
 
-    host, port = base.rsplit("//", 1)[1].rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
 
     def search(text: str) -> None:
         body = json.dumps({"text": text, "target": "caption", "k": k})
@@ -352,13 +351,12 @@ def measure(index_path: Path, modes: dict[str, list[str]], texts: list[str], cli
     flags = {name: [*mode, "--workers", str(args.workers)] for name, mode in modes.items()}
     ports = {name: free_port() for name in modes}
     servers = {name: start_server(index_path, ports[name], flags[name]) for name in modes}
-    bases = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
     pids = [server.pid for server in servers.values()]
     errors: dict[str, list[str]] = {name: [] for name in modes}  # of the one-caller phase and its warm-up
     result: dict[str, Any] = {"flags": flags}
     try:
         searches = {"library": library_search}
-        searches.update({name: server_search(bases[name], args.k, errors[name]) for name in modes})
+        searches.update({name: server_search(ports[name], args.k, errors[name]) for name in modes})
         for text in texts[-20:]:  # warm up (texts not timed: the encoder keeps no cache anyway)
             for search in searches.values():
                 search(text)
@@ -370,7 +368,7 @@ def measure(index_path: Path, modes: dict[str, list[str]], texts: list[str], cli
         result["load"] = {}
         for name in modes:
             with OtherCpu(*pids) as other:
-                loaded = asyncio.run(load(bases[name], texts[SINGLE:-20], clients, args.k, args.max_seconds))
+                loaded = asyncio.run(load(ports[name], texts[SINGLE:-20], clients, args.k, args.max_seconds))
             result["load"][name] = {**loaded, "other_cpu_cores": other.cores}
     finally:
         for server in servers.values():
